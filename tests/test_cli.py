@@ -61,6 +61,7 @@ def test_train_from_the_command_line(tmp_path: Path, image_dataset: Path) -> Non
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     runs = client.search_runs([client.get_experiment_by_name("mobitune").experiment_id])
     assert [run.info.status for run in runs] == ["FINISHED"]
-    overrides = Path(client.download_artifacts(runs[0].info.run_id, "overrides.yaml", str(tmp_path)))
+    run_id = runs[0].info.run_id
+    overrides = Path(client.download_artifacts(run_id, "overrides.yaml", str(tmp_path)))
     assert "trainer.epochs=1" in overrides.read_text()
     assert (tmp_path / "outputs" / "runs").is_dir()

@@ -1,10 +1,13 @@
 """Reading an image-folder dataset into tf.data pipelines.
 
 Layout: ROOT/{train,valid,test}/<class name>/<image files>. Class names come from the
-sub-folder names, sorted, and must be the same in the three splits. Every image is
-decoded and resized once (to uint8 arrays kept in memory); the pipelines apply
-`mobilenet.preprocess_input` per batch, shuffle only the training split (seeded,
-reshuffled each epoch) and prefetch.
+sub-folder names, sorted, and must be the same in the three splits. Which files are used
+and what makes a dataset unusable is decided by `mobitune.datacheck` (the checks that
+`mobitune data check` reports); this module decodes the files it lists. Every image is
+decoded and resized once (to uint8 arrays kept in memory) by `decode_image`, the one
+decoder that the checks use too; files that fail to decode are skipped and reported. The
+pipelines apply `mobilenet.preprocess_input` per batch, shuffle only the training split
+(seeded, reshuffled each epoch) and prefetch.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +23,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mobitune.errors import DataError
+from mobitune.errors import ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     import tensorflow as tf
+    from PIL import Image
+
+    from mobitune.datacheck import DataReport
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +38,8 @@ IMAGE_EXTENSIONS = frozenset(
     {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 )
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic", "lanczos", "box", "hamming")
+# Pillow modes holding more than 8 bits per sample: scaled to 8 bits before the conversion.
+HIGH_BIT_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 @dataclass
@@ -44,11 +52,15 @@ class SplitFiles:
 
 @dataclass
 class DatasetLayout:
-    """What a dataset folder holds: its classes and the files of each split."""
+    """What a dataset folder holds: its classes and the files of each split.
+
+    `report` is the structural check (`mobitune.datacheck.DataReport`) it came from.
+    """
 
     root: Path
     class_names: list[str]
     splits: dict[str, SplitFiles]
+    report: DataReport | None = field(default=None, repr=False, compare=False)
 
     def fingerprint(self) -> str:
         """A short hash of the file list and sizes: equal fingerprints, same data files."""
@@ -56,22 +68,44 @@ class DatasetLayout:
         for split in SPLITS:
             for path in self.splits[split].paths:
                 relative = path.relative_to(self.root).as_posix()
-                digest.update(f"{relative}\0{path.stat().st_size}\n".encode())
+                digest.update(
+                    f"{relative}\0{path.stat().st_size}\n".encode(errors="surrogateescape")
+                )
         return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """What decoding learnt about one file: its size, its own mode and its format."""
+
+    width: int
+    height: int
+    mode: str
+    format: str | None = None
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def converted(self) -> bool:
+        """True when the file is not 8-bit RGB and was converted to it."""
+        return self.mode != "RGB"
 
 
 @dataclass
 class SplitArrays:
-    """Decoded images of one split: uint8 (N, size, size, 3), labels and source paths."""
+    """Decoded images of one split: uint8 (N, size, size, 3), labels, source paths and infos."""
 
     images: np.ndarray
     labels: np.ndarray
     paths: list[Path]
+    infos: list[ImageInfo] = field(default_factory=list)
 
 
 @dataclass
 class SkippedFile:
-    """A file left out of training because it could not be read as an image."""
+    """A file left out of training, and why."""
 
     path: Path
     reason: str
@@ -79,11 +113,12 @@ class SkippedFile:
 
 @dataclass
 class LoadedData:
-    """Everything training needs from the dataset."""
+    """Everything training needs from the dataset, and the report of what was left out."""
 
     layout: DatasetLayout
     arrays: dict[str, SplitArrays]
     skipped: list[SkippedFile]
+    report: DataReport | None = None
 
     @property
     def class_names(self) -> list[str]:
@@ -102,85 +137,87 @@ def is_image_candidate(path: Path) -> bool:
 
 
 def discover_dataset(root: str | os.PathLike[str]) -> DatasetLayout:
-    """List a dataset folder's classes and files, or raise `DataError` saying what is wrong."""
-    root_path = Path(root).expanduser()
-    if not root_path.is_dir():
-        raise DataError(
-            f"`data.root` is {str(root_path)!r}, which is not a folder. Point it at a folder "
-            "holding train/, valid/ and test/ (one sub-folder per class in each), e.g. "
-            "`data.root=/path/to/dataset`; `mobitune data quickstart` writes a demo dataset and "
-            "`mobitune data split SRC DST` splits a folder of class folders."
-        )
-    root_path = root_path.resolve()
-    missing = [split for split in SPLITS if not (root_path / split).is_dir()]
-    if missing:
-        raise DataError(
-            f"Dataset {str(root_path)!r} has no {', '.join(m + '/' for m in missing)} folder. "
-            "A dataset needs train/, valid/ and test/, each with one sub-folder per class; "
-            "`mobitune data split SRC DST` makes them from a folder of class folders."
-        )
-    classes_per_split = {
-        split: sorted(entry.name for entry in (root_path / split).iterdir() if entry.is_dir())
-        for split in SPLITS
-    }
-    class_names = classes_per_split["train"]
-    if len(class_names) < 2:
-        raise DataError(
-            f"{str(root_path / 'train')!r} holds {len(class_names)} class folder(s); "
-            "a classifier needs at least two (one sub-folder per class)."
-        )
-    for split in ("valid", "test"):
-        if classes_per_split[split] != class_names:
-            only_train = sorted(set(class_names) - set(classes_per_split[split]))
-            only_split = sorted(set(classes_per_split[split]) - set(class_names))
-            raise DataError(
-                f"Class folders differ between train/ and {split}/ in {str(root_path)!r}: "
-                f"only in train/: {only_train or 'none'}; only in {split}/: "
-                f"{only_split or 'none'}. Every split needs the same class folders."
-            )
-    splits: dict[str, SplitFiles] = {}
-    for split in SPLITS:
-        files = SplitFiles()
-        for label, class_name in enumerate(class_names):
-            class_dir = root_path / split / class_name
-            for path in sorted(class_dir.iterdir()):
-                if is_image_candidate(path):
-                    files.paths.append(path)
-                    files.labels.append(label)
-        if not files.paths:
-            raise DataError(f"Split {split}/ of {str(root_path)!r} holds no image files.")
-        splits[split] = files
-    return DatasetLayout(root=root_path, class_names=class_names, splits=splits)
+    """List a dataset folder's classes and files, or raise `DataError` saying what is wrong.
+
+    Runs the structural checks of `mobitune data check` (no decoding): hidden files,
+    non-images, zero-byte files and links out of the folder are left out; an unusable
+    structure raises `mobitune.datacheck.UnusableDatasetError` (a `DataError`) carrying
+    the report.
+    """
+    # datacheck builds on this module's decoder, so it is imported here, not at the top.
+    from mobitune import datacheck
+
+    report = datacheck.scan_dataset(root)
+    report.raise_if_unusable()
+    return report.layout
 
 
-def load_image(path: Path, image_size: int, interpolation: str = "bilinear") -> np.ndarray:
-    """Decode one image file to a (image_size, image_size, 3) uint8 RGB array.
+def describe_decode_error(error: BaseException) -> str:
+    """A short, path-free reason why a file could not be decoded."""
+    from PIL import Image, UnidentifiedImageError
 
-    Grayscale, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB.
-    Raises OSError / ValueError (from Pillow) for files that are not readable images.
+    if isinstance(error, UnidentifiedImageError):
+        return "not a readable image (Pillow cannot identify its format)"
+    if isinstance(error, Image.DecompressionBombError):
+        return f"too many pixels to decode safely ({error})"
+    text = str(error).strip() or type(error).__name__
+    if "truncated" in text.lower():
+        return f"truncated image ({text})"
+    return f"corrupt image data ({type(error).__name__}: {text})"
+
+
+def decode_image(path: Path) -> tuple[Image.Image, ImageInfo]:
+    """Decode one file fully to an 8-bit RGB Pillow image, and say what it was.
+
+    Grayscale, palette, RGBA, CMYK and 16-bit images are converted to 8-bit RGB
+    (transparency is composited onto white). Raises OSError / ValueError (from
+    Pillow) for files that are not readable images, truncated ones included.
     """
     from PIL import Image
 
-    resample = getattr(Image.Resampling, interpolation.upper())
-    with Image.open(path) as image:
-        image.load()  # decode fully now, so truncated files fail here
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+    with Image.open(path) as opened:
+        opened.load()  # decode fully now, so truncated files fail here
+        info = ImageInfo(opened.width, opened.height, opened.mode, opened.format)
+        image: Image.Image = opened
+        if image.mode in HIGH_BIT_DEPTH_MODES:
             # 16/32-bit grayscale: scale to 8 bits before the RGB conversion.
             array = np.asarray(image, dtype=np.float64)
             peak = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
             image = Image.fromarray(np.clip(array / peak * 255.0, 0, 255).astype(np.uint8))
         if image.mode == "P" and "transparency" in image.info:
             image = image.convert("RGBA")
-        if image.mode in ("RGBA", "LA", "PA"):
+        if image.mode in ("RGBA", "LA", "PA", "La", "RGBa"):
             # Composite transparency onto white rather than leaving arbitrary hidden colours.
+            rgba = image.convert("RGBA")
             background = Image.new("RGB", image.size, (255, 255, 255))
-            background.paste(image.convert("RGBA"), mask=image.convert("RGBA").split()[-1])
+            background.paste(rgba, mask=rgba.split()[-1])
             image = background
         if image.mode != "RGB":
             image = image.convert("RGB")
-        if image.size != (image_size, image_size):
-            image = image.resize((image_size, image_size), resample=resample)
-        return np.asarray(image, dtype=np.uint8)
+        if image is opened:
+            image = opened.copy()  # outlive the closed file
+        return image, info
+
+
+def read_image(
+    path: Path, image_size: int, interpolation: str = "bilinear"
+) -> tuple[np.ndarray, ImageInfo]:
+    """Decode one file to a (image_size, image_size, 3) uint8 RGB array, with its info."""
+    from PIL import Image
+
+    resample = getattr(Image.Resampling, interpolation.upper())
+    image, info = decode_image(path)
+    if image.size != (image_size, image_size):
+        image = image.resize((image_size, image_size), resample=resample)
+    return np.asarray(image, dtype=np.uint8), info
+
+
+def load_image(path: Path, image_size: int, interpolation: str = "bilinear") -> np.ndarray:
+    """Decode one image file to a (image_size, image_size, 3) uint8 RGB array.
+
+    Raises OSError / ValueError (from Pillow) for files that are not readable images.
+    """
+    return read_image(path, image_size, interpolation)[0]
 
 
 def _worker_count(configured: int) -> int:
@@ -195,37 +232,44 @@ def load_split(
 ) -> tuple[SplitArrays, list[SkippedFile]]:
     """Decode and resize every file of a split once; unreadable files are skipped."""
 
-    def decode(path: Path) -> np.ndarray | SkippedFile:
+    def decode(path: Path) -> tuple[np.ndarray, ImageInfo] | SkippedFile:
         try:
-            return load_image(path, image_size, interpolation)
+            return read_image(path, image_size, interpolation)
         except Exception as error:  # noqa: BLE001 - any decoder failure means "skip it"
-            return SkippedFile(path=path, reason=f"{type(error).__name__}: {error}")
+            return SkippedFile(path=path, reason=describe_decode_error(error))
 
     with ThreadPoolExecutor(max_workers=_worker_count(num_workers)) as pool:
         decoded = list(pool.map(decode, files.paths))
-    images, labels, paths, skipped = [], [], [], []
+    images, labels, paths, infos, skipped = [], [], [], [], []
     for path, label, result in zip(files.paths, files.labels, decoded, strict=True):
         if isinstance(result, SkippedFile):
             log.warning("Skipping unreadable image %s (%s)", path, result.reason)
             skipped.append(result)
             continue
-        images.append(result)
+        images.append(result[0])
+        infos.append(result[1])
         labels.append(label)
         paths.append(path)
     image_array = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
-    return SplitArrays(image_array, np.asarray(labels, dtype=np.int32), paths), skipped
+    arrays = SplitArrays(image_array, np.asarray(labels, dtype=np.int32), paths, infos)
+    return arrays, skipped
 
 
-def load_data(data_cfg: Any) -> LoadedData:
-    """Discover and decode the dataset described by the `data` config group."""
+def load_data(data_cfg: Any, layout: DatasetLayout | None = None) -> LoadedData:
+    """Decode the dataset described by the `data` config group (discovered unless given).
+
+    Files that fail to decode are skipped; the returned `report` merges them with the
+    structural check. Raises `DataError` (an `UnusableDatasetError` carrying the report)
+    when what is left cannot train a classifier, e.g. a class with no readable image.
+    """
     interpolation = str(data_cfg.interpolation)
     if interpolation not in INTERPOLATIONS:
-        from mobitune.errors import ConfigError
-
         raise ConfigError("data.interpolation", interpolation, f"one of {list(INTERPOLATIONS)}")
-    layout = discover_dataset(data_cfg.root)
+    if layout is None or layout.report is None:
+        layout = discover_dataset(data_cfg.root if layout is None else layout.root)
     arrays: dict[str, SplitArrays] = {}
-    skipped: list[SkippedFile] = []
+    decode_failures: dict[Path, str] = {}
+    infos: dict[Path, ImageInfo] = {}
     for split in SPLITS:
         split_arrays, split_skipped = load_split(
             layout.splits[split],
@@ -233,14 +277,26 @@ def load_data(data_cfg: Any) -> LoadedData:
             interpolation,
             int(data_cfg.get("num_workers", 0) or 0),
         )
-        if len(split_arrays.labels) == 0:
-            raise DataError(
-                f"No readable image is left in {split}/ of {str(layout.root)!r}: all "
-                f"{len(split_skipped)} files failed to decode (first: {split_skipped[0].reason})."
-            )
         arrays[split] = split_arrays
-        skipped.extend(split_skipped)
-    return LoadedData(layout=layout, arrays=arrays, skipped=skipped)
+        decode_failures.update({item.path: item.reason for item in split_skipped})
+        infos.update(zip(split_arrays.paths, split_arrays.infos, strict=True))
+    from mobitune import datacheck
+
+    report = layout.report.with_decoding(
+        infos,
+        decode_failures,
+        max_image_pixels=int(
+            data_cfg.get("max_image_pixels", datacheck.DEFAULT_MAX_IMAGE_PIXELS)
+            or datacheck.DEFAULT_MAX_IMAGE_PIXELS
+        ),
+        large_image_factor=float(
+            data_cfg.get("large_image_factor", datacheck.DEFAULT_LARGE_IMAGE_FACTOR) or 0
+        ),
+    )
+    report.log_summary(log)
+    report.raise_if_unusable()
+    skipped = [SkippedFile(path=path, reason=reason) for path, reason in report.skipped_files()]
+    return LoadedData(layout=layout, arrays=arrays, skipped=skipped, report=report)
 
 
 def preprocess_batch(images: tf.Tensor, labels: tf.Tensor, num_classes: int):
@@ -258,10 +314,13 @@ def make_dataset(
     batch_size: int,
     shuffle: bool,
     seed: int | None = None,
+    augment: Callable[[tf.data.Dataset], tf.data.Dataset] | None = None,
 ) -> tf.data.Dataset:
     """A batched, preprocessed, prefetched tf.data pipeline over decoded images.
 
-    With `shuffle`, the order changes every epoch but is fixed by `seed`.
+    With `shuffle`, the order changes every epoch but is fixed by `seed`. `augment`
+    (see `augmentation.make_augmenter`) transforms the batched (pixels, labels) dataset
+    before preprocessing; pass it for the training split only.
     """
     import tensorflow as tf
 
@@ -271,6 +330,8 @@ def make_dataset(
             buffer_size=len(arrays.labels), seed=seed, reshuffle_each_iteration=True
         )
     dataset = dataset.batch(batch_size)
+    if augment is not None:
+        dataset = augment(dataset)
     dataset = dataset.map(
         lambda images, labels: preprocess_batch(images, labels, num_classes),
         num_parallel_calls=tf.data.AUTOTUNE,
