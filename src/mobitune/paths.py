@@ -54,6 +54,14 @@ def project_root(start: Path | None = None) -> Path:
     return current
 
 
+def optuna_storage_url(tracking_uri: str, mlruns_dir: str) -> str:
+    """The default Optuna storage: `optuna.db` beside a SQLite MLflow store, else in mlruns/."""
+    if tracking_uri.startswith("sqlite:///"):
+        database = tracking_uri.removeprefix("sqlite:///")
+        return f"sqlite:///{Path(database).parent / 'optuna.db'}"
+    return f"sqlite:///{Path(mlruns_dir) / 'optuna.db'}"
+
+
 def register_resolvers() -> None:
     """Register the OmegaConf resolvers the config tree uses (idempotent)."""
     from omegaconf import OmegaConf
@@ -61,12 +69,13 @@ def register_resolvers() -> None:
     def root_resolver() -> str:
         return str(project_root())
 
-    def sweeps_resolver() -> str:
-        return str(sweeps_dir())
+    def sweeps_root_resolver() -> str:
+        return str(sweeps_dir().parent)
 
     for name, resolver in (
         ("mobitune.project_root", root_resolver),
-        ("mobitune.sweeps_dir", sweeps_resolver),
+        ("mobitune.sweeps_root", sweeps_root_resolver),
+        ("mobitune.optuna_storage", optuna_storage_url),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_resolver(name, resolver)
