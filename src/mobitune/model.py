@@ -294,25 +294,33 @@ def serving_model(model: keras.Model) -> keras.Model:
     """The trained model behind MobileNet's preprocessing: it takes RGB pixels in [0, 255].
 
     `Rescaling(1/127.5, offset=-1)` is exactly `mobilenet.preprocess_input`, so the logged
-    model needs no separate preprocessing step when it serves predictions.
+    model needs no separate preprocessing step when it serves predictions. The trained
+    layers are wrapped in a fresh, uncompiled model so that the optimizer's state (twice
+    the size of the weights with Adam) is not saved with the served model.
     """
     import keras
 
+    inference = keras.Model(model.inputs, model.outputs, name=model.name)
     inputs = keras.Input(shape=model.input_shape[1:], name="pixels")
     scaled = keras.layers.Rescaling(1.0 / 127.5, offset=-1.0, name="preprocess")(inputs)
-    return keras.Model(inputs, model(scaled), name="mobitune_serving")
+    return keras.Model(inputs, inference(scaled), name="mobitune_serving")
 
 
-def configure_threads() -> None:
-    """Use every core for TensorFlow's ops, once per process (before any op runs)."""
+def configure_threads(parallel_jobs: int = 1) -> None:
+    """Share the cores between the jobs running at once, once per process (before any op).
+
+    Each of `parallel_jobs` concurrent trials gets cores // parallel_jobs threads for
+    its ops, so parallel sweep trials do not oversubscribe the CPU.
+    """
     import tensorflow as tf
 
     if os.environ.get("MOBITUNE_THREADS_CONFIGURED"):
         return
     cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, parallel_jobs))
     try:
-        tf.config.threading.set_intra_op_parallelism_threads(cores)
-        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, cores)))
+        tf.config.threading.set_intra_op_parallelism_threads(threads)
+        tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
     except RuntimeError:  # TensorFlow already initialised in this process: keep its settings
         pass
     os.environ["MOBITUNE_THREADS_CONFIGURED"] = "1"

@@ -277,15 +277,20 @@ def log_keras_model(
         f"mlflow=={mlflow.__version__}",
         f"numpy=={np.__version__}",
     ]
-    with _keras_input_example_directory():
-        mlflow.keras.log_model(
-            model,
-            name=artifact_name,
-            signature=signature,
-            input_example=example,
-            pip_requirements=requirements,
-            metadata={"class_names": list(class_names)},
-        )
+    # MLflow validates the input example by predicting with it: no progress bar for that.
+    keras.utils.disable_interactive_logging()
+    try:
+        with _keras_input_example_directory():
+            mlflow.keras.log_model(
+                model,
+                name=artifact_name,
+                signature=signature,
+                input_example=example,
+                pip_requirements=requirements,
+                metadata={"class_names": list(class_names)},
+            )
+    finally:
+        keras.utils.enable_interactive_logging()
 
 
 def dataset_tags(fingerprint: str) -> dict[str, str]:

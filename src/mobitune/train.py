@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import os
 import tempfile
-from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mobitune import data as data_module
-from mobitune import plots, tracking
+from mobitune import export, plots, tracking
 from mobitune.errors import MobituneError
 from mobitune.evaluation import evaluate_predictions
 from mobitune.model import (
@@ -26,14 +27,11 @@ from mobitune.model import (
     validate_model_config,
 )
 from mobitune.paths import register_resolvers
-from mobitune.settings import EPOCH_METRICS, as_list, validate_objective, validate_run_config
+from mobitune.settings import EPOCH_METRICS, validate_objective, validate_run_config
+from mobitune.study import TAG_PRUNED, TAG_STUDY, TAG_TRIAL_NUMBER, TrialLink, parent_watchdog
 from mobitune.training import fit_and_predict, measure_latency_ms, seed_everything
 
 log = logging.getLogger(__name__)
-
-# Extra Keras callbacks for a run, made once its MLflow run exists (e.g. the sweeper's
-# pruning callback): called with (cfg, run_id), returning a list of callbacks.
-CallbackFactory = Callable[[DictConfig, str], list]
 
 
 def hydra_output_dir() -> Path | None:
@@ -43,6 +41,19 @@ def hydra_output_dir() -> Path | None:
     if not HydraConfig.initialized():
         return None
     return Path(HydraConfig.get().runtime.output_dir)
+
+
+def parallel_jobs() -> int:
+    """How many jobs of this multirun run at once on this machine (1 outside one)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return 1
+    launcher = HydraConfig.get().get("launcher") or {}
+    try:
+        return max(1, int(launcher.get("n_jobs", 1) or 1))
+    except (TypeError, ValueError):
+        return 1
 
 
 def hydra_overrides() -> list[str]:
@@ -67,6 +78,7 @@ def preflight(cfg: DictConfig) -> tuple[data_module.DatasetLayout, ModelSpec]:
     validate_run_config(cfg)
     validate_model_config(cfg.model, int(cfg.data.image_size))
     tracking.validate_tracking_uri(str(cfg.tracking.uri))
+    export.validate_export_config(cfg)
     layout = data_module.discover_dataset(cfg.data.root)
     spec = validate_model_config(cfg.model, int(cfg.data.image_size), len(layout.class_names))
     return layout, spec
@@ -93,17 +105,19 @@ def _log_text(text: str, name: str, folder: Path) -> None:
     mlflow.log_artifact(str(path))
 
 
-def train(
-    cfg: DictConfig, callback_factories: list[CallbackFactory] | None = None
-) -> dict[str, float]:
+def train(cfg: DictConfig) -> dict[str, float]:
     """Fine-tune MobileNet as `cfg` describes; track everything in MLflow; return final metrics.
 
     Returns the last epoch's loss/accuracy/val_loss/val_accuracy, test_loss,
     test_accuracy, latency_ms, the parameter counts and `objective` (the value the
-    sweeper optimises; a tuple for several objectives).
+    sweeper optimises; a tuple for several objectives) and, for a sweep trial its pruner
+    stopped, `pruned_at_epoch`.
     Raises MobituneError (a clear message) for bad configs or data.
     """
+    import keras
+
     register_resolvers()
+    keras.backend.clear_session()  # nothing left over from an earlier trial in this process
     in_sweep = cfg.get("study", {}).get("trial_number") is not None
     with ExitStack() as stack:
         output_dir = hydra_output_dir()
@@ -112,33 +126,67 @@ def train(
         output_dir.mkdir(parents=True, exist_ok=True)
         resolved = resolve_config(cfg, output_dir)
         uri = str(resolved.tracking.uri)
+        link = None
         try:
+            link = TrialLink.from_config(resolved)
+            if link is not None:
+                link.open()
             layout, spec = preflight(resolved)
         except MobituneError as error:
             if in_sweep:  # a sweep trial is recorded even when its config is bad
-                _record_failed_run(resolved, error)
+                _record_failed_run(resolved, error, link)
             raise
-        return _tracked_training(resolved, layout, spec, output_dir, uri, callback_factories or [])
+        return _tracked_training(resolved, layout, spec, output_dir, uri, link)
 
 
 def _run_tags(cfg: DictConfig) -> dict[str, str]:
     tags = tracking.source_tags(Path(str(cfg.paths.root_dir)))
+    study_cfg = cfg.get("study") or {}
+    if study_cfg.get("trial_number") is not None:
+        tags.update(
+            {TAG_STUDY: str(study_cfg.get("name")), TAG_TRIAL_NUMBER: str(study_cfg.trial_number)}
+        )
     tags.update({str(key): str(value) for key, value in (cfg.tracking.get("tags") or {}).items()})
     return tags
 
 
-def _record_failed_run(cfg: DictConfig, error: BaseException) -> None:
+def _run_name(cfg: DictConfig) -> str | None:
+    """The configured run name; a sweep trial defaults to `<study>-trial-<number>`."""
+    study_cfg = cfg.get("study") or {}
+    if cfg.tracking.run_name is None and study_cfg.get("trial_number") is not None:
+        return f"{study_cfg.get('name')}-trial-{study_cfg.trial_number}"
+    return cfg.tracking.run_name
+
+
+def _record_failed_run(cfg: DictConfig, error: BaseException, link: TrialLink | None) -> None:
+    """Record a run that failed before training started: FAILED, with its config and error."""
+    import mlflow
+
     tracking.prepare_experiment(
         str(cfg.tracking.uri), str(cfg.tracking.experiment), cfg.tracking.artifact_location
     )
+    tags = _run_tags(cfg)
+    if cfg.tracking.get("parent_run_id"):
+        tags[tracking.TAG_PARENT_RUN] = str(cfg.tracking.parent_run_id)
+    run = mlflow.start_run(run_name=_run_name(cfg), tags=tags)
     try:
-        with tracking.tracked_run(
-            cfg.tracking.run_name, _run_tags(cfg), cfg.tracking.get("parent_run_id")
-        ):
-            tracking.log_params(tracking.flatten_config(OmegaConf.to_container(cfg)))
-            raise error
-    except type(error):
-        pass
+        if link is not None:
+            link.attach_run(run.info.run_id)
+        tracking.log_params(tracking.flatten_config(OmegaConf.to_container(cfg)))
+        tracking.record_failure(mlflow.MlflowClient(), run.info.run_id, error)
+    finally:
+        mlflow.end_run("FAILED")
+
+
+def _orphaned(run_id: str) -> None:
+    """The sweeper that launched this job died: record the run as failed and stop."""
+    import mlflow
+
+    log.error("The sweep process that launched this trial died: stopping it")
+    client = mlflow.MlflowClient()
+    client.set_tag(run_id, tracking.TAG_ERROR, "The sweep process that launched this trial died.")
+    client.set_terminated(run_id, status="FAILED")
+    os._exit(1)
 
 
 def _tracked_training(
@@ -147,24 +195,40 @@ def _tracked_training(
     spec: ModelSpec,
     output_dir: Path,
     uri: str,
-    callback_factories: list[CallbackFactory],
+    link: TrialLink | None,
 ) -> dict[str, float]:
     import mlflow
 
     tracking.prepare_experiment(uri, str(cfg.tracking.experiment), cfg.tracking.artifact_location)
     tags = _run_tags(cfg)
     tags.update(tracking.dataset_tags(layout.fingerprint()))
-    with tracking.tracked_run(
-        cfg.tracking.run_name, tags, cfg.tracking.get("parent_run_id")
-    ) as run:
+    with ExitStack() as stack:
+        run = stack.enter_context(
+            tracking.tracked_run(_run_name(cfg), tags, cfg.tracking.get("parent_run_id"))
+        )
         log.info("MLflow run %s in %s", run.info.run_id, uri)
+        if link is not None:
+            link.attach_run(run.info.run_id)
+            stack.enter_context(parent_watchdog(functools.partial(_orphaned, run.info.run_id)))
         tracking.log_params(tracking.flatten_config(OmegaConf.to_container(cfg)))
         _log_text(OmegaConf.to_yaml(cfg), "config.yaml", output_dir)
         _log_text(OmegaConf.to_yaml(hydra_overrides()), "overrides.yaml", output_dir)
 
-        configure_threads()
-        loaded = data_module.load_data(cfg.data)
+        configure_threads(parallel_jobs())
+        try:
+            # One decoding pass: unreadable files are skipped and merged into the report.
+            loaded = data_module.load_data(cfg.data, layout)
+        except MobituneError as error:
+            report = getattr(error, "report", None)  # datacheck.UnusableDatasetError
+            if report is not None:  # nothing usable left: keep the report with the failed run
+                _log_text(report.to_json(), "data_report.json", output_dir)
+            raise
         sizes = data_module.split_sizes(loaded)
+        data_counts = {
+            "data.skipped_files": len(loaded.skipped),
+            "data.converted_images": loaded.report.count("converted"),
+            "data.warnings": loaded.report.count("warning"),
+        }
         tracking.log_params(
             {
                 "data.num_classes": loaded.num_classes,
@@ -172,25 +236,12 @@ def _tracked_training(
                 "data.train_size": sizes["train"],
                 "data.valid_size": sizes["valid"],
                 "data.test_size": sizes["test"],
-                "data.skipped_files": len(loaded.skipped),
+                **data_counts,
             }
         )
-        mlflow.log_metric("data.skipped_files", len(loaded.skipped))
-        _log_text(
-            json.dumps(
-                {
-                    "root": str(layout.root),
-                    "class_names": loaded.class_names,
-                    "sizes": sizes,
-                    "skipped": [
-                        {"path": str(item.path), "reason": item.reason} for item in loaded.skipped
-                    ],
-                },
-                indent=2,
-            ),
-            "data_report.json",
-            output_dir,
-        )
+        mlflow.log_metrics(data_counts)
+        # Skipped files with reasons, converted images with counts, warnings, sizes, modes.
+        _log_text(loaded.report.to_json(), "data_report.json", output_dir)
 
         seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
         model = build_model(spec)
@@ -211,9 +262,12 @@ def _tracked_training(
         )
 
         callbacks = [tracking.epoch_logger()]
-        for factory in callback_factories:
-            callbacks.extend(factory(cfg, run.info.run_id))
+        if link is not None and link.pruning_enabled:
+            callbacks.append(link.pruning_callback())
         fitted = fit_and_predict(model, loaded, cfg, callbacks)
+        pruned_at_epoch = link.pruned_at_epoch if link is not None else None
+        if pruned_at_epoch is not None:
+            mlflow.set_tags({TAG_PRUNED: "true", "mobitune.pruned_at_epoch": str(pruned_at_epoch)})
 
         test_labels = loaded.arrays["test"].labels
         evaluation = evaluate_predictions(
@@ -275,10 +329,15 @@ def _tracked_training(
             "test_predictions.json",
             output_dir,
         )
-        if bool(cfg.tracking.log_model):
+        # A pruned trial keeps its metrics and plots; its model is not worth the disk.
+        if bool(cfg.tracking.log_model) and pruned_at_epoch is None:
             tracking.log_keras_model(served, example, loaded.class_names)
+        if pruned_at_epoch is None:  # with export.tflite.enabled: TFLite file and metrics
+            export.export_at_end_of_run(cfg, served, loaded, run.info.run_id, output_dir)
 
         metrics["objective"] = objective_value(metrics, fitted.history, cfg)
+        if pruned_at_epoch is not None:
+            metrics["pruned_at_epoch"] = pruned_at_epoch
         log.info(
             "Finished: val_accuracy=%.4f test_accuracy=%.4f (%.1f s training)",
             metrics.get("val_accuracy", float("nan")),

@@ -1,15 +1,24 @@
-"""Keras training: seeding, compiling, fitting and predicting for one run."""
+"""Keras training: seeding, compiling, fitting and predicting for one run.
+
+When the frozen-feature cache applies (see `feature_cache`), the trainable tail of the
+model is fitted on cached frozen features instead of the full model on images; the tail
+shares its layers with the full model, so the full model ends up trained either way,
+with the same metrics.
+"""
 
 from __future__ import annotations
 
 import logging
+import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mobitune.augmentation import augmentation_spec, make_augmenter
 from mobitune.data import LoadedData, make_dataset
+from mobitune.feature_cache import CacheDecision, feature_dataset, prepare_features
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -19,11 +28,16 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class FitResult:
-    """Per-epoch history, test-split probabilities and how long training took."""
+    """Per-epoch history, test-split probabilities and how long training took.
+
+    `train_seconds` includes computing or loading cached features; `feature_cache`
+    says whether the cache was used, and how (see `CacheDecision.summary`).
+    """
 
     history: dict[str, list[float]]
     test_probabilities: np.ndarray
     train_seconds: float
+    feature_cache: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -58,8 +72,12 @@ def compile_model(model: keras.Model, optimizer_cfg: Any) -> None:
 
     XLA is off: on a CPU it made a MobileNet train step 3.5x slower.
     """
+    _compile_with(model, make_optimizer(optimizer_cfg))
+
+
+def _compile_with(model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
     model.compile(
-        optimizer=make_optimizer(optimizer_cfg),
+        optimizer=optimizer,
         loss="categorical_crossentropy",
         metrics=["accuracy"],
         jit_compile=False,
@@ -72,31 +90,94 @@ def fit_and_predict(
     cfg: Any,
     callbacks: list[keras.callbacks.Callback],
 ) -> FitResult:
-    """Train on the training split, validate each epoch, then predict the unshuffled test split."""
+    """Train on the training split, validate each epoch, then predict the unshuffled test split.
+
+    With the feature cache, the model's trainable tail is fitted on cached features of
+    its frozen part (same batches, same order, same metrics); `callbacks` then see the
+    tail as their `model`, and `model.stop_training` on it stops training as usual.
+    """
     num_classes = data.num_classes
     batch_size = int(cfg.data.batch_size)
-    train = make_dataset(
-        data.arrays["train"], num_classes, batch_size, shuffle=True, seed=int(cfg.data.shuffle_seed)
-    )
-    valid = make_dataset(data.arrays["valid"], num_classes, batch_size, shuffle=False)
-    test = make_dataset(data.arrays["test"], num_classes, batch_size, shuffle=False)
-    compile_model(model, cfg.optimizer)
+    shuffle_seed = int(cfg.data.shuffle_seed)
+    augmentation = augmentation_spec(cfg.data, default_seed=int(cfg.trainer.seed))
     started = time.perf_counter()
-    history = model.fit(
-        train,
-        validation_data=valid,
+    decision = prepare_features(model, data, cfg, augmentation_enabled=augmentation.enabled)
+    log_cache_decision(decision)
+    if decision.features is not None:
+        features = decision.features.arrays
+        trained = decision.features.split.tail
+        datasets = {
+            split: feature_dataset(
+                features[split],
+                data.arrays[split].labels,
+                num_classes,
+                batch_size,
+                shuffle=split == "train",
+                seed=shuffle_seed if split == "train" else None,
+            )
+            for split in ("train", "valid", "test")
+        }
+    else:
+        trained = model
+        datasets = {
+            "train": make_dataset(
+                data.arrays["train"],
+                num_classes,
+                batch_size,
+                shuffle=True,
+                seed=shuffle_seed,
+                augment=make_augmenter(augmentation),
+            ),
+            "valid": make_dataset(data.arrays["valid"], num_classes, batch_size, shuffle=False),
+            "test": make_dataset(data.arrays["test"], num_classes, batch_size, shuffle=False),
+        }
+    compile_model(trained, cfg.optimizer)
+    history = trained.fit(
+        datasets["train"],
+        validation_data=datasets["valid"],
         epochs=int(cfg.trainer.epochs),
         shuffle=False,  # the tf.data pipeline shuffles, seeded
         verbose=int(cfg.trainer.verbose),
         callbacks=callbacks,
     )
     train_seconds = time.perf_counter() - started
-    probabilities = model.predict(test, verbose=0)
+    probabilities = trained.predict(datasets["test"], verbose=0)
+    if trained is not model:
+        # The full model holds the trained layers already; give it the optimizer (and its
+        # state) too, so it looks exactly as if it had been fitted itself.
+        _compile_with(model, trained.optimizer)
     return FitResult(
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         test_probabilities=np.asarray(probabilities),
         train_seconds=train_seconds,
+        feature_cache=decision.summary(),
     )
+
+
+def log_cache_decision(decision: CacheDecision) -> None:
+    """Record in the active MLflow run (if any) whether and how the feature cache was used.
+
+    Params `cache.used`, `cache.status` (hit, built, memory or off), `cache.reason`,
+    `cache.key`; metrics `cache.hit` (1 or 0) and `cache.feature_seconds` (computing or
+    loading the features).
+    """
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is None or mlflow.active_run() is None:
+        return
+    summary = decision.summary()
+    params = {
+        "cache.used": str(decision.used).lower(),
+        "cache.status": summary.get("status", "off"),
+        "cache.reason": decision.reason[:500],
+    }
+    metrics = {"cache.hit": 1.0 if summary.get("hit") else 0.0}
+    if decision.features is not None:
+        params["cache.key"] = decision.features.key
+        params["cache.stored_dtype"] = decision.features.stored_dtype
+        metrics["cache.feature_seconds"] = decision.features.seconds
+        metrics["cache.size_mb"] = decision.features.size_bytes / 1024**2
+    mlflow.log_params(params)
+    mlflow.log_metrics(metrics)
 
 
 def measure_latency_ms(model: keras.Model, image: np.ndarray, repeats: int = 20) -> float:

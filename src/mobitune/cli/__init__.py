@@ -19,9 +19,13 @@ HYDRA_SUBCOMMANDS = ("train", "sweep")
 
 
 def _subcommand_modules():
+    from mobitune.cli import cache as cache_command
+    from mobitune.cli import data as data_command
+    from mobitune.cli import runs as runs_command
+    from mobitune.cli import sweep as sweep_command
     from mobitune.cli import train as train_command
 
-    return [train_command]
+    return [train_command, sweep_command, data_command, runs_command, cache_command]
 
 
 def build_parser() -> argparse.ArgumentParser:

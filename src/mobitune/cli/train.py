@@ -26,18 +26,24 @@ def hydra_main(cfg: DictConfig) -> float | tuple[float, ...]:
 def run_job(cfg: DictConfig, train_function) -> float | tuple[float, ...]:
     """Run one job; in a single run a MobituneError exits 2 with its message, no traceback.
 
-    In a multirun the error propagates, so the sweeper records the job as failed.
+    In a trial of mobitune's sweeper the error propagates, so the sweeper records the
+    trial as failed and the sweep goes on.
     """
     from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
 
+    from mobitune.study import PrunedTrialResult
+
     try:
         metrics = train_function(cfg)
     except MobituneError as error:
-        if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise
+        in_sweep = cfg.get("study", {}).get("trial_number") is not None
+        if in_sweep and HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # mobitune's sweeper records the trial as failed and goes on
         print(f"mobitune: error: {error}", file=sys.stderr)
         sys.exit(error.exit_code)
+    if metrics.get("pruned_at_epoch") is not None:
+        return PrunedTrialResult(metrics["objective"], int(metrics["pruned_at_epoch"]))
     return metrics["objective"]
 
 
