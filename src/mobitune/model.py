@@ -306,6 +306,9 @@ def serving_model(model: keras.Model) -> keras.Model:
     return keras.Model(inputs, inference(scaled), name="mobitune_serving")
 
 
+_threads_configured = False
+
+
 def configure_threads(parallel_jobs: int = 1) -> None:
     """Share the cores between the jobs running at once, once per process (before any op).
 
@@ -314,7 +317,8 @@ def configure_threads(parallel_jobs: int = 1) -> None:
     """
     import tensorflow as tf
 
-    if os.environ.get("MOBITUNE_THREADS_CONFIGURED"):
+    global _threads_configured
+    if _threads_configured:
         return
     cores = os.cpu_count() or 1
     threads = max(1, cores // max(1, parallel_jobs))
@@ -323,4 +327,4 @@ def configure_threads(parallel_jobs: int = 1) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(max(1, min(2, threads)))
     except RuntimeError:  # TensorFlow already initialised in this process: keep its settings
         pass
-    os.environ["MOBITUNE_THREADS_CONFIGURED"] = "1"
+    _threads_configured = True

@@ -13,8 +13,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from mobitune import augmentation, export, feature_cache, plots, tracking
 from mobitune import data as data_module
-from mobitune import export, plots, tracking
 from mobitune.errors import MobituneError
 from mobitune.evaluation import evaluate_predictions
 from mobitune.model import (
@@ -79,6 +79,8 @@ def preflight(cfg: DictConfig) -> tuple[data_module.DatasetLayout, ModelSpec]:
     validate_model_config(cfg.model, int(cfg.data.image_size))
     tracking.validate_tracking_uri(str(cfg.tracking.uri))
     export.validate_export_config(cfg)
+    feature_cache.cache_settings(cfg)
+    augmentation.augmentation_spec(cfg.data)
     layout = data_module.discover_dataset(cfg.data.root)
     spec = validate_model_config(cfg.model, int(cfg.data.image_size), len(layout.class_names))
     return layout, spec

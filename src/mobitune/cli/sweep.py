@@ -2,8 +2,9 @@
 
 It is `mobitune train -m sweeps=NAME [OVERRIDES...]`: the sweep file selects the Optuna
 sweeper, its search space and the joblib launcher; any override narrows or extends it,
-e.g. `hydra.sweeper.n_trials=6 hydra.launcher.n_jobs=2
-'hydra.sweeper.params.model.alpha=choice(0.25,0.5)'`.
+e.g. `hydra.sweeper.n_trials=6 hydra.launcher.n_jobs=2 'model.alpha=choice(0.25,0.5)'`
+(a sweep override of a job key joins or replaces that key's search space; a plain value
+fixes it).
 """
 
 from __future__ import annotations
