@@ -72,30 +72,40 @@ def image_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_dataset(tmp_path_factory.mktemp("dataset"))
 
 
-@pytest.fixture
-def compose_config(tmp_path: Path, image_dataset: Path) -> Iterator[Callable]:
-    """Compose the real config tree with the tiny debug preset, writing under tmp_path."""
+def compose_run_config(root: Path, dataset: Path, *overrides: str, debug: str | None = "tiny"):
+    """Compose the real config tree shrunk by a debug preset, writing everything under root.
+
+    For module-scoped fixtures; tests use the `compose_config` fixture.
+    """
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
     from mobitune.paths import config_dir, register_resolvers
 
     register_resolvers()
+    base = [
+        f"data.root={dataset}",
+        f"paths.root_dir={root}",
+        f"paths.output_dir={root / 'output'}",
+    ]
+    if debug:
+        base.insert(0, f"debug={debug}")
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=str(config_dir())):
+            return compose(config_name="config", overrides=[*base, *overrides])
+    finally:
+        GlobalHydra.instance().clear()
+
+
+@pytest.fixture
+def compose_config(tmp_path: Path, image_dataset: Path) -> Callable:
+    """Compose the real config tree with the tiny debug preset, writing under tmp_path."""
 
     def compose_with(*overrides: str, debug: str | None = "tiny"):
-        base = [
-            f"data.root={image_dataset}",
-            f"paths.root_dir={tmp_path}",
-            f"paths.output_dir={tmp_path / 'output'}",
-        ]
-        if debug:
-            base.insert(0, f"debug={debug}")
-        return compose(config_name="config", overrides=[*base, *overrides])
+        return compose_run_config(tmp_path, image_dataset, *overrides, debug=debug)
 
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(config_dir())):
-        yield compose_with
-    GlobalHydra.instance().clear()
+    return compose_with
 
 
 @pytest.fixture(autouse=True)

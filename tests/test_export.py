@@ -8,7 +8,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import tracking_uri_of, write_dataset
+from conftest import compose_run_config, tracking_uri_of, write_dataset
 from mobitune.cli import main
 from mobitune.errors import MobituneError
 from mobitune.export import TFLiteClassifier, export_run
@@ -25,31 +25,6 @@ LEARNING = (
     "optimizer.learning_rate=1e-2",
     "trainer.epochs=3",
 )
-
-
-def compose(root: Path, dataset: Path, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mobitune.paths import config_dir, register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir())):
-            return hydra_compose(
-                config_name="config",
-                overrides=[
-                    "debug=tiny",
-                    f"data.root={dataset}",
-                    f"paths.root_dir={root}",
-                    f"paths.output_dir={root / 'output'}",
-                    *overrides,
-                ],
-            )
-    finally:
-        GlobalHydra.instance().clear()
 
 
 def only_run(uri: str):
@@ -69,7 +44,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
     root = tmp_path_factory.mktemp("export")
     dataset = write_dataset(root / "dataset", counts={"train": 10, "valid": 4, "test": 10}, size=64)
-    train(compose(root, dataset, *LEARNING, "export.tflite.enabled=true"))
+    train(compose_run_config(root, dataset, *LEARNING, "export.tflite.enabled=true"))
     uri = tracking_uri_of(root)
     client, run = only_run(uri)
     return {

@@ -10,7 +10,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import tracking_uri_of
+from conftest import compose_run_config, tracking_uri_of
 from mobitune.cli import main
 from mobitune.predict import collect_images, load_model, normalise_model_uri
 
@@ -27,38 +27,13 @@ LEARNING = (
 )
 
 
-def compose(root: Path, dataset: Path, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mobitune.paths import config_dir, register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir())):
-            return hydra_compose(
-                config_name="config",
-                overrides=[
-                    "debug=tiny",
-                    f"data.root={dataset}",
-                    f"paths.root_dir={root}",
-                    f"paths.output_dir={root / 'output'}",
-                    *overrides,
-                ],
-            )
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, image_dataset: Path) -> dict:
     """One tracked run with its model logged, and its own test predictions."""
     from mobitune.train import train
 
     root = tmp_path_factory.mktemp("predict")
-    train(compose(root, image_dataset, *LEARNING))
+    train(compose_run_config(root, image_dataset, *LEARNING))
     uri = tracking_uri_of(root)
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mobitune").experiment_id])

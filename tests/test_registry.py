@@ -7,7 +7,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from conftest import tracking_uri_of
+from conftest import compose_run_config, tracking_uri_of
 from mobitune.cli import main
 from mobitune.errors import MobituneError
 from mobitune.registry import (
@@ -17,38 +17,13 @@ from mobitune.registry import (
 )
 
 
-def compose(root: Path, dataset: Path, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mobitune.paths import config_dir, register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir())):
-            return hydra_compose(
-                config_name="config",
-                overrides=[
-                    "debug=tiny",
-                    f"data.root={dataset}",
-                    f"paths.root_dir={root}",
-                    f"paths.output_dir={root / 'output'}",
-                    *overrides,
-                ],
-            )
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, image_dataset: Path) -> dict:
     """One tracked tiny run with its model logged."""
     from mobitune.train import train
 
     root = tmp_path_factory.mktemp("registry")
-    train(compose(root, image_dataset, "trainer.epochs=1"))
+    train(compose_run_config(root, image_dataset, "trainer.epochs=1"))
     uri = tracking_uri_of(root)
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mobitune").experiment_id])

@@ -12,7 +12,7 @@ import mlflow
 import pytest
 import yaml
 
-from conftest import tracking_uri_of
+from conftest import compose_run_config, tracking_uri_of
 from mobitune.cli import main
 from mobitune.registry import open_store
 from mobitune.reproduce import TAG_REPRODUCED_FROM, reproduction_config
@@ -30,31 +30,6 @@ LEARNING = (
 )
 
 
-def compose(root: Path, dataset: Path, *overrides: str):
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from mobitune.paths import config_dir, register_resolvers
-
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir())):
-            return hydra_compose(
-                config_name="config",
-                overrides=[
-                    "debug=tiny",
-                    f"data.root={dataset}",
-                    f"paths.root_dir={root}",
-                    f"paths.output_dir={root / 'output'}",
-                    *overrides,
-                ],
-            )
-    finally:
-        GlobalHydra.instance().clear()
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory):
     """The project folder of this module's runs (a reproduction writes to today's project)."""
@@ -70,7 +45,7 @@ def original(project: Path, image_dataset: Path) -> dict:
     from mobitune.train import train
 
     root = project
-    train(compose(root, image_dataset, *LEARNING))
+    train(compose_run_config(root, image_dataset, *LEARNING))
     uri = tracking_uri_of(root)
     client = mlflow.MlflowClient(uri)
     (run,) = client.search_runs([client.get_experiment_by_name("mobitune").experiment_id])
