@@ -277,7 +277,11 @@ def log_keras_model(
         f"mlflow=={mlflow.__version__}",
         f"numpy=={np.__version__}",
     ]
-    # MLflow validates the input example by predicting with it: no progress bar for that.
+    # MLflow validates the input example by predicting with it: no progress bar for that
+    # (with interactive logging off, Keras sends it to absl's logger instead).
+    absl_logger = logging.getLogger("absl")
+    absl_level = absl_logger.level
+    absl_logger.setLevel(logging.WARNING)
     keras.utils.disable_interactive_logging()
     try:
         with _keras_input_example_directory():
@@ -291,6 +295,7 @@ def log_keras_model(
             )
     finally:
         keras.utils.enable_interactive_logging()
+        absl_logger.setLevel(absl_level)
 
 
 def dataset_tags(fingerprint: str) -> dict[str, str]:

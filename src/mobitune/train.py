@@ -116,10 +116,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     stopped, `pruned_at_epoch`.
     Raises MobituneError (a clear message) for bad configs or data.
     """
-    import keras
-
     register_resolvers()
-    keras.backend.clear_session()  # nothing left over from an earlier trial in this process
     in_sweep = cfg.get("study", {}).get("trial_number") is not None
     with ExitStack() as stack:
         output_dir = hydra_output_dir()
@@ -199,6 +196,7 @@ def _tracked_training(
     uri: str,
     link: TrialLink | None,
 ) -> dict[str, float]:
+    import keras
     import mlflow
 
     tracking.prepare_experiment(uri, str(cfg.tracking.experiment), cfg.tracking.artifact_location)
@@ -245,6 +243,7 @@ def _tracked_training(
         # Skipped files with reasons, converted images with counts, warnings, sizes, modes.
         _log_text(loaded.report.to_json(), "data_report.json", output_dir)
 
+        keras.backend.clear_session()  # nothing left over from an earlier trial in this process
         seed_everything(int(cfg.trainer.seed), bool(cfg.trainer.deterministic))
         model = build_model(spec)
         counts = parameter_counts(model)
