@@ -80,6 +80,8 @@ def test_failing_trial_is_failed_in_both_stores_and_the_sweep_finishes(
         "model.trainable_layers=2",
         "optimizer.learning_rate=0.001",
         "trainer.epochs=1",
+        "tracking.log_model=true",
+        "study.register_best=sweep_best",
     )
     result = run(command, tmp_path)
     assert result.returncode == 0, result.stderr[-4000:]
@@ -100,6 +102,11 @@ def test_failing_trial_is_failed_in_both_stores_and_the_sweep_finishes(
     failed_trial = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
     assert failed_trial.user_attrs["mlflow_run_id"] == failed.info.run_id
     assert failed.data.tags["optuna.trial_number"] == str(failed_trial.number)
+    # The best (only complete) trial's model was registered with the champion alias.
+    client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    champion = client.get_model_version_by_alias("sweep_best", "champion")
+    assert champion.run_id == by_status["FINISHED"].info.run_id
+    assert parent.data.tags["mobitune.registered_model"] == f"sweep_best/{champion.version}"
 
 
 def test_too_many_failures_stop_the_sweep_with_a_clear_error(
