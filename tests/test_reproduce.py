@@ -208,7 +208,7 @@ def test_overrides_use_hydra_grammar_and_the_store_read_from(
     assert cfg.tracking.tags[TAG_REPRODUCED_FROM] == original["run_id"]
     assert cfg.paths.root_dir == str(tmp_path)
     assert cfg.data.root == str(original["dataset"])
-    elsewhere = "sqlite:////tmp/elsewhere/mlflow.db"
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
     cfg = reproduction_config(store, run, [f"tracking.uri={elsewhere}"])
     assert cfg.tracking.uri == elsewhere
 

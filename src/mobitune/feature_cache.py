@@ -820,8 +820,13 @@ def feature_dataset(
 
     The shuffle runs over indices with the same seeded `shuffle` call as the image
     pipeline, so each epoch's batches hold the same examples as without the cache.
-    `features` may be memory-mapped: only each batch's rows are read.
+    `features` may be memory-mapped: only each batch's rows are read. The dataset holds
+    only a weak reference to `features`: TensorFlow keeps `numpy_function` callables
+    alive after the dataset is gone, which would keep every sweep trial's features in
+    memory; the caller keeps `features` alive while it iterates.
     """
+    import weakref
+
     import tensorflow as tf
 
     shape = tuple(int(size) for size in features.shape[1:])
@@ -831,8 +836,13 @@ def feature_dataset(
         dataset = dataset.shuffle(buffer_size=len(labels), seed=seed, reshuffle_each_iteration=True)
     dataset = dataset.batch(batch_size)
 
+    features_ref = weakref.ref(features)
+
     def gather(batch_indices: np.ndarray) -> np.ndarray:
-        return np.asarray(features[batch_indices], dtype=np.float32)
+        source = features_ref()
+        if source is None:
+            raise RuntimeError("feature_dataset: its features array was released")
+        return np.asarray(source[batch_indices], dtype=np.float32)
 
     def load(batch_indices: tf.Tensor, batch_labels: tf.Tensor):
         batch = tf.numpy_function(gather, [batch_indices], tf.float32, stateful=False)
