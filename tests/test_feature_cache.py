@@ -421,3 +421,18 @@ def test_two_training_runs_share_a_cache_entry_built_at_once(tmp_path: Path) -> 
         runs[1].data.metrics["val_accuracy"], abs=1e-3
     )
     assert len(FeatureCache(tmp_path / ".cache" / "mobitune").entries()) == 1
+
+
+def test_feature_dataset_does_not_keep_its_features_alive() -> None:
+    """A sweep runs trial after trial in one process: each trial's features must be freed."""
+    import gc
+    import weakref
+
+    features = np.zeros((4, 2, 2, 3), np.float32)
+    reference = weakref.ref(features)
+    dataset = feature_dataset(features, np.array([0, 1, 0, 1]), 2, 2, shuffle=False)
+    batch, _ = next(iter(dataset))
+    assert tuple(batch.shape) == (2, 2, 2, 3)
+    del features
+    gc.collect()
+    assert reference() is None
