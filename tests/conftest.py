@@ -7,6 +7,8 @@ are generated, never downloaded.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +22,8 @@ os.environ.setdefault("DO_NOT_TRACK", "true")
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATASET = PROJECT_ROOT.parent / "shared" / "datasets" / "sign-language-digits"
+# The console script pip installed beside this interpreter: what a user types.
+MOBITUNE = str(Path(sys.executable).parent / "mobitune")
 
 COLOURS = {
     "circle": (220, 40, 40),
@@ -124,3 +128,21 @@ def _clear_keras_session() -> Iterator[None]:
 
 def tracking_uri_of(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+def run_mobitune(
+    *arguments: str, root: Path, timeout: float = 600, **environment: str
+) -> subprocess.CompletedProcess:
+    """Run `mobitune ARGUMENTS...` as a user would: a separate process in `root`.
+
+    `root` is also the project root (`MOBITUNE_ROOT`), so the default MLflow store, Optuna
+    storage, outputs and caches all land under it; `environment` adds variables.
+    """
+    return subprocess.run(
+        [MOBITUNE, *arguments],
+        capture_output=True,
+        text=True,
+        cwd=root,
+        env=dict(os.environ, MOBITUNE_ROOT=str(root), TF_CPP_MIN_LOG_LEVEL="2", **environment),
+        timeout=timeout,
+    )

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 
-
-def run_cli(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MOBITUNE_ROOT=str(cwd))
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "mobitune"), *arguments],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=600,
-    )
+from conftest import run_mobitune
 
 
 def test_unknown_cut_layer_exits_2_without_traceback(tmp_path: Path, image_dataset: Path) -> None:
-    result = run_cli(
+    result = run_mobitune(
         "train",
         f"data.root={image_dataset}",
         "model.weights=null",
         "model.cut_layer=nope",
-        cwd=tmp_path,
+        root=tmp_path,
     )
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr + result.stdout
@@ -37,25 +24,25 @@ def test_unknown_cut_layer_exits_2_without_traceback(tmp_path: Path, image_datas
 
 
 def test_missing_dataset_exits_2_with_the_fix(tmp_path: Path) -> None:
-    result = run_cli("train", f"data.root={tmp_path / 'absent'}", cwd=tmp_path)
+    result = run_mobitune("train", f"data.root={tmp_path / 'absent'}", root=tmp_path)
     assert result.returncode == 2
     assert "data.root" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_cfg_job_prints_the_config(tmp_path: Path) -> None:
-    result = run_cli("train", "--cfg", "job", "optimizer.learning_rate=0.001", cwd=tmp_path)
+    result = run_mobitune("train", "--cfg", "job", "optimizer.learning_rate=0.001", root=tmp_path)
     assert result.returncode == 0, result.stderr
     assert "learning_rate: 0.001" in result.stdout and "cut_layer:" in result.stdout
 
 
 def test_train_from_the_command_line(tmp_path: Path, image_dataset: Path) -> None:
-    result = run_cli(
+    result = run_mobitune(
         "train",
         "debug=tiny",
         f"data.root={image_dataset}",
         "trainer.epochs=1",
         "tracking.log_model=false",
-        cwd=tmp_path,
+        root=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_mobitune
 from mobitune.datacheck import UnusableDatasetError, check_dataset, scan_dataset
 from mobitune.errors import DataError
 
@@ -230,16 +231,9 @@ def test_all_unreadable_training_class_is_fatal_after_decoding(tmp_path: Path) -
 
 
 def run_check(*arguments: str, cwd: Path):
-    import subprocess
-    import sys
-
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "mobitune"), "data", "check", *arguments],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=dict(os.environ, MOBITUNE_ROOT=str(cwd), PYTHONIOENCODING="ascii"),
-        timeout=120,
+    # An ASCII-only terminal: non-ASCII file names must still print.
+    return run_mobitune(
+        "data", "check", *arguments, root=cwd, timeout=120, PYTHONIOENCODING="ascii"
     )
 
 

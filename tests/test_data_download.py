@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import io
-import os
 import socket
-import subprocess
-import sys
 import time
 import zipfile
 from pathlib import Path
@@ -15,21 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import run_mobitune
 from mobitune.datasets import download_dataset
 from mobitune.errors import DataError
 
 TOP = "Sign-Language-Digits-Dataset-master"
-
-
-def mobitune(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "mobitune"), *arguments],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=dict(os.environ, MOBITUNE_ROOT=str(cwd)),
-        timeout=120,
-    )
 
 
 def jpeg_bytes(seed: int) -> bytes:
@@ -74,8 +61,8 @@ def test_download_extracts_and_splits_a_repository_archive(tmp_path: Path) -> No
 
 def test_download_from_the_command_line_uses_the_seed_split(tmp_path: Path) -> None:
     archive = repository_zip(tmp_path / "master.zip", classes=2, per_class=40)
-    result = mobitune(
-        "data", "download", "sign-language-digits", "--url", archive.as_uri(), cwd=tmp_path
+    result = run_mobitune(
+        "data", "download", "sign-language-digits", "--url", archive.as_uri(), root=tmp_path
     )
     assert result.returncode == 0, result.stderr
     destination = tmp_path / "data" / "sign-language-digits"
@@ -114,7 +101,9 @@ def test_offline_download_fails_fast_saying_what_to_do(tmp_path: Path) -> None:
     if network_reachable():
         pytest.skip("github.com is reachable: this test checks the offline failure")
     started = time.monotonic()
-    result = mobitune("data", "download", "sign-language-digits", "--timeout", "5", cwd=tmp_path)
+    result = run_mobitune(
+        "data", "download", "sign-language-digits", "--timeout", "5", root=tmp_path
+    )
     elapsed = time.monotonic() - started
     assert result.returncode == 2
     assert elapsed < 30

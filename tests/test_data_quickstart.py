@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 from PIL import Image
 
+from conftest import run_mobitune
 from mobitune.data import SPLITS
 from mobitune.datacheck import scan_dataset
 from mobitune.datasets import default_quickstart_root, quickstart_dataset
@@ -89,17 +87,8 @@ def test_quickstart_preset(compose_config) -> None:
 @pytest.mark.slow
 def test_readme_main_command_learns_offline(tmp_path: Path) -> None:
     """`mobitune data quickstart && mobitune train experiment=quickstart` on a fresh root."""
-    environment = dict(os.environ, MOBITUNE_ROOT=str(tmp_path), TF_CPP_MIN_LOG_LEVEL="2")
-    executable = str(Path(sys.executable).parent / "mobitune")
     for arguments in (["data", "quickstart"], ["train", "experiment=quickstart"]):
-        result = subprocess.run(
-            [executable, *arguments],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-            env=environment,
-            timeout=900,
-        )
+        result = run_mobitune(*arguments, root=tmp_path, timeout=900)
         assert result.returncode == 0, result.stderr[-3000:]
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
     (run,) = client.search_runs([client.get_experiment_by_name("mobitune").experiment_id])

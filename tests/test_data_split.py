@@ -4,31 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import SHARED_DATASET
+from conftest import SHARED_DATASET, run_mobitune
 from mobitune.datasets import plan_split, split_dataset
 from mobitune.errors import DataError
 
 SHARED_IMAGES = SHARED_DATASET / "images"
-
-
-def mobitune(*arguments: str, cwd: Path) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, MOBITUNE_ROOT=str(cwd))
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "mobitune"), *arguments],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=environment,
-        timeout=120,
-    )
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -106,7 +92,7 @@ def test_hidden_files_and_non_images_are_left_out_and_counted(tmp_path: Path) ->
     (source / "a" / "notes.txt").write_text("x")
     (source / "b" / "empty.jpg").write_bytes(b"")
     (source / "LICENSE").write_text("license")
-    result = mobitune(
+    result = run_mobitune(
         "data",
         "split",
         str(source),
@@ -115,7 +101,7 @@ def test_hidden_files_and_non_images_are_left_out_and_counted(tmp_path: Path) ->
         "1",
         "--test",
         "1",
-        cwd=tmp_path,
+        root=tmp_path,
     )
     assert result.returncode == 0, result.stderr
     assert "Left out 4 file(s) of the source" in result.stdout
@@ -132,13 +118,13 @@ def test_non_empty_destination_needs_force(tmp_path: Path) -> None:
     (destination / "notes.md").write_text("mine")
     arguments = ["data", "split", str(source), str(destination), "--valid", "1", "--test", "1"]
 
-    refused = mobitune(*arguments, cwd=tmp_path)
+    refused = run_mobitune(*arguments, root=tmp_path)
     assert refused.returncode == 2
     assert "is not empty" in refused.stderr and "--force" in refused.stderr
     assert "Traceback" not in refused.stderr
     assert (destination / "train" / "stale").is_dir()
 
-    forced = mobitune(*arguments, "--force", cwd=tmp_path)
+    forced = run_mobitune(*arguments, "--force", root=tmp_path)
     assert forced.returncode == 0, forced.stderr
     assert not (destination / "train" / "stale").exists()
     assert (destination / "notes.md").read_text() == "mine"

@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from conftest import write_dataset
+from conftest import MOBITUNE, run_mobitune, write_dataset
 from mobitune.errors import ConfigError
 from mobitune.feature_cache import (
     FeatureCache,
@@ -341,15 +341,7 @@ def test_cache_settings_are_checked(compose_config) -> None:
 
 
 def run_cli(*arguments: str, root: Path) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, MOBITUNE_ROOT=str(root))
-    return subprocess.run(
-        [str(Path(sys.executable).parent / "mobitune"), "cache", *arguments],
-        capture_output=True,
-        text=True,
-        cwd=root,
-        env=environment,
-        timeout=120,
-    )
+    return run_mobitune("cache", *arguments, root=root, timeout=120)
 
 
 def test_cache_info_and_clear_from_the_command_line(tmp_path: Path) -> None:
@@ -402,7 +394,7 @@ def test_two_training_runs_share_a_cache_entry_built_at_once(tmp_path: Path) -> 
     """End to end: two `mobitune train` processes start together on an empty cache."""
     dataset = write_dataset(tmp_path / "data")
     command = [
-        str(Path(sys.executable).parent / "mobitune"),
+        MOBITUNE,
         "train",
         "debug=tiny",
         f"data.root={dataset}",

@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
 import yaml
 
-from conftest import compose_run_config, tracking_uri_of
+from conftest import compose_run_config, run_mobitune, tracking_uri_of
 from mobitune.cli import main
 from mobitune.registry import open_store
 from mobitune.reproduce import TAG_REPRODUCED_FROM, reproduction_config
@@ -67,20 +64,8 @@ def reproductions(client: mlflow.MlflowClient, run_id: str) -> list:
 
 def test_reproduce_from_the_command_line_gives_identical_metrics(original: dict) -> None:
     # As a user runs it: a separate process, reading the run back from the store.
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MOBITUNE_ROOT=str(original["root"]))
-    result = subprocess.run(
-        [
-            str(Path(sys.executable).parent / "mobitune"),
-            "reproduce",
-            original["run_id"],
-            "--tracking-uri",
-            original["uri"],
-        ],
-        capture_output=True,
-        text=True,
-        cwd=original["root"],
-        env=environment,
-        timeout=600,
+    result = run_mobitune(
+        "reproduce", original["run_id"], "--tracking-uri", original["uri"], root=original["root"]
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
 

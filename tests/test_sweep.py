@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,13 +12,12 @@ import mlflow
 import optuna
 import pytest
 
-MOBITUNE = str(Path(sys.executable).parent / "mobitune")
+from conftest import MOBITUNE, run_mobitune
 
 
 def sweep_command(tmp_path: Path, dataset: Path, *overrides: str) -> list[str]:
-    """`mobitune sweep seed_space` shrunk to seconds, writing everything under tmp_path."""
+    """The arguments of `mobitune sweep seed_space` shrunk to seconds, writing under tmp_path."""
     return [
-        MOBITUNE,
         "sweep",
         "seed_space",
         "debug=tiny",
@@ -32,12 +30,8 @@ def sweep_command(tmp_path: Path, dataset: Path, *overrides: str) -> list[str]:
     ]
 
 
-def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MOBITUNE_ROOT=str(cwd))
-    result = subprocess.run(
-        command, capture_output=True, text=True, cwd=cwd, env=environment, timeout=900
-    )
-    return result
+def run(arguments: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return run_mobitune(*arguments, root=cwd, timeout=900)
 
 
 def load_study(tmp_path: Path, name: str = "seed_space") -> optuna.Study:
@@ -61,7 +55,7 @@ def parent_and_children(tmp_path: Path):
 
 
 def test_unknown_sweep_lists_the_sweeps(tmp_path: Path) -> None:
-    result = run([MOBITUNE, "sweep", "nope"], tmp_path)
+    result = run(["sweep", "nope"], tmp_path)
     assert result.returncode == 2
     assert "seed_space" in result.stderr and "quickstart" in result.stderr
 
@@ -247,7 +241,7 @@ def test_resume_after_sigkill_finishes_exactly_n_trials(
     )
     environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MOBITUNE_ROOT=str(tmp_path))
     process = subprocess.Popen(
-        command,
+        [MOBITUNE, *command],
         cwd=tmp_path,
         env=environment,
         stdout=subprocess.DEVNULL,
