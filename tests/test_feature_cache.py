@@ -278,6 +278,28 @@ def test_entry_left_half_written_by_a_dead_process_is_ignored_and_cleaned(tmp_pa
     assert [entry.key for entry in cache.entries()] == ["k"]
 
 
+def test_orphans_are_found_on_hosts_whose_names_hold_hyphens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+
+    monkeypatch.setattr(socket, "gethostname", lambda: "ip-10-0-0-1")
+    cache = FeatureCache(tmp_path)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    orphan = cache.features_dir / f".tmp-k-ip-10-0-0-1-{dead.stdout.strip()}-abcd1234"
+    alive = cache.features_dir / f".tmp-k-ip-10-0-0-1-{os.getpid()}-abcd1234"
+    elsewhere = cache.features_dir / ".tmp-k-other-host-1-abcd1234"  # cannot tell: keep
+    for folder in (orphan, alive, elsewhere):
+        folder.mkdir(parents=True)
+    assert cache.remove_orphans() == [orphan]
+    assert alive.exists() and elsewhere.exists()
+
+
 def test_corrupt_entry_is_rebuilt(tmp_path: Path) -> None:
     cache = FeatureCache(tmp_path)
     cache.get_or_build("k", describe(), {"train": 2}, constant_fill(1.0))
@@ -321,6 +343,12 @@ def test_float16_is_kept_only_when_it_holds_the_features(tmp_path: Path) -> None
     assert float(arrays["train"].max()) == pytest.approx(1e-9)
     with pytest.raises(PrecisionLoss):
         check_float16(np.array([1e6], dtype=np.float32))
+
+    # Room for the float16 entry (64 bytes) but not for the float32 one it falls back to.
+    small = FeatureCache(tmp_path / "small", max_bytes=100)
+    with pytest.raises(OSError, match="exceed the cache limit"):
+        small.get_or_build("tiny", describe("float16"), {"train": 2}, vanishing)
+    assert small.entries() == [] and small.incomplete_folders() == []
 
 
 def test_cache_settings_are_checked(compose_config) -> None:

@@ -81,6 +81,7 @@ def test_failing_trial_is_failed_in_both_stores_and_the_sweep_finishes(
     assert result.returncode == 0, result.stderr[-4000:]
 
     study = load_study(tmp_path)
+    assert len(study.trials) == 2  # the grid's two points, the failed one not repeated
     states = {t.params["model.cut_layer"]: t.state for t in study.trials}
     assert states == {
         "global_average_pooling2d": optuna.trial.TrialState.COMPLETE,
@@ -101,6 +102,12 @@ def test_failing_trial_is_failed_in_both_stores_and_the_sweep_finishes(
     champion = client.get_model_version_by_alias("sweep_best", "champion")
     assert champion.run_id == by_status["FINISHED"].info.run_id
     assert parent.data.tags["mobitune.registered_model"] == f"sweep_best/{champion.version}"
+
+    # The same command again: nothing is left to run, and nothing is registered twice.
+    again = run(command, tmp_path)
+    assert again.returncode == 0, again.stderr[-4000:]
+    assert len(load_study(tmp_path).trials) == 2
+    assert len(client.search_model_versions("name = 'sweep_best'")) == 1
 
 
 def test_too_many_failures_stop_the_sweep_with_a_clear_error(
@@ -179,6 +186,22 @@ def test_pruner_stops_a_clearly_bad_trial_before_its_last_epoch(tmp_path: Path) 
     assert pruned.data.tags["mobitune.pruned"] == "true"
     assert pruned.info.status == "FINISHED"
     assert "val_loss" in pruned.data.metrics and "test_accuracy" in pruned.data.metrics
+
+    # Reproducing the pruned trial trains as many epochs as it did, and matches it.
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    reproduced = run_mobitune(
+        "reproduce", pruned.info.run_id, "--tracking-uri", uri, root=tmp_path, timeout=900
+    )
+    assert reproduced.returncode == 0, reproduced.stdout + reproduced.stderr[-3000:]
+    assert "pruned after epoch" in reproduced.stdout + reproduced.stderr
+    client = mlflow.MlflowClient(uri)
+    (copy,) = client.search_runs(
+        [pruned.info.experiment_id],
+        filter_string=f"tags.`mobitune.reproduced_from` = '{pruned.info.run_id}'",
+    )
+    epochs_run = max(second.intermediate_values) + 1
+    assert copy.data.params["trainer.epochs"] == str(epochs_run)
+    assert len(client.get_metric_history(copy.info.run_id, "val_loss")) == epochs_run
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ import mlflow
 import numpy as np
 import pytest
 
-from mobitune.errors import MobituneError
+from mobitune.errors import ConfigError, MobituneError
 from mobitune.tracking import flatten_config, prepare_experiment
 from mobitune.train import train
 
@@ -92,6 +92,28 @@ def test_bad_config_stops_before_any_run(compose_config, tmp_path: Path) -> None
     cfg = compose_config("trainer.epochs=0")
     with pytest.raises(MobituneError, match="trainer.epochs"):
         train(cfg)
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ("data.num_workers=-1", "data.num_workers"),
+        ("data.max_image_pixels=0", "data.max_image_pixels"),
+        ("data.large_image_factor=-2", "data.large_image_factor"),
+        ("data.shuffle_seed=abc", "data.shuffle_seed"),
+        ("model.alpha=abc", "model.alpha"),
+        ("model.alpha=nan", "model.alpha"),
+        ("model.dropout=half", "model.dropout"),
+    ],
+)
+def test_bad_data_and_model_numbers_name_their_key(
+    compose_config, tmp_path: Path, override: str, key: str
+) -> None:
+    cfg = compose_config(override)
+    with pytest.raises(ConfigError) as raised:
+        train(cfg)
+    assert raised.value.key == key
     assert not (tmp_path / "mlruns" / "mlflow.db").exists()
 
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -231,27 +231,34 @@ def load_split(
     num_workers: int = 0,
 ) -> tuple[SplitArrays, list[SkippedFile]]:
     """Decode and resize every file of a split once; unreadable files are skipped."""
+    # Each image is written straight into its row: the split is never held twice.
+    image_array = np.empty((len(files.paths), image_size, image_size, 3), np.uint8)
 
-    def decode(path: Path) -> tuple[np.ndarray, ImageInfo] | SkippedFile:
+    def decode(index: int, path: Path) -> ImageInfo | SkippedFile:
         try:
-            return read_image(path, image_size, interpolation)
+            image_array[index], info = read_image(path, image_size, interpolation)
         except Exception as error:  # noqa: BLE001 - any decoder failure means "skip it"
             return SkippedFile(path=path, reason=describe_decode_error(error))
+        return info
 
     with ThreadPoolExecutor(max_workers=_worker_count(num_workers)) as pool:
-        decoded = list(pool.map(decode, files.paths))
-    images, labels, paths, infos, skipped = [], [], [], [], []
-    for path, label, result in zip(files.paths, files.labels, decoded, strict=True):
+        decoded = list(pool.map(decode, range(len(files.paths)), files.paths))
+    labels, paths, infos, skipped = [], [], [], []
+    for index, (path, label, result) in enumerate(
+        zip(files.paths, files.labels, decoded, strict=True)
+    ):
         if isinstance(result, SkippedFile):
             log.warning("Skipping unreadable image %s (%s)", path, result.reason)
             skipped.append(result)
             continue
-        images.append(result[0])
-        infos.append(result[1])
+        if len(paths) != index:  # close the gap a skipped file left, in place
+            image_array[len(paths)] = image_array[index]
+        infos.append(result)
         labels.append(label)
         paths.append(path)
-    image_array = np.stack(images) if images else np.zeros((0, image_size, image_size, 3), np.uint8)
-    arrays = SplitArrays(image_array, np.asarray(labels, dtype=np.int32), paths, infos)
+    arrays = SplitArrays(
+        image_array[: len(paths)], np.asarray(labels, dtype=np.int32), paths, infos
+    )
     return arrays, skipped
 
 
@@ -343,8 +350,3 @@ def make_dataset(
 def split_sizes(data: LoadedData) -> dict[str, int]:
     """Number of usable images per split."""
     return {split: len(data.arrays[split].labels) for split in SPLITS}
-
-
-def class_counts(labels: Sequence[int] | np.ndarray, num_classes: int) -> list[int]:
-    """How many images each class has."""
-    return np.bincount(np.asarray(labels, dtype=np.int64), minlength=num_classes).tolist()

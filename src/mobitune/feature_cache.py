@@ -342,6 +342,14 @@ def _folder_size(folder: Path) -> int:
     return total
 
 
+def _writer_of(name: str) -> tuple[str, int] | None:
+    """(host, pid) of the process writing `.tmp-KEY-HOST-PID-UUID`; host names may hold '-'."""
+    key_host_pid = name[len(TEMPORARY_PREFIX) :].rpartition("-")[0]
+    host_pid = key_host_pid.partition("-")[2]  # keys are hex digests: no '-'
+    host, _, pid = host_pid.rpartition("-")
+    return (host, int(pid)) if host and pid.isdigit() else None
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -480,6 +488,16 @@ class FeatureCache:
             try:
                 meta = self._write(key, description, counts, fill, str(description["dtype"]))
             except PrecisionLoss as error:
+                # float32 doubles the entry: it must still fit the limit and the disk.
+                needed = sum(counts.values()) * int(np.prod(description["feature_shape"])) * 4
+                free = shutil.disk_usage(self.features_dir).free
+                limit = free if self.max_bytes is None else min(self.max_bytes, free)
+                if needed > limit:
+                    raise OSError(
+                        f"float16 cannot hold these features ({error}) and as float32 their "
+                        f"{format_bytes(needed)} exceed the cache limit or the free disk "
+                        f"({format_bytes(limit)})"
+                    ) from error
                 log.warning(
                     "Feature cache: float16 cannot hold these features (%s); storing float32",
                     error,
@@ -488,7 +506,10 @@ class FeatureCache:
             opened = self._open(key)
             if opened is None:  # pragma: no cover - just written under the lock
                 raise OSError(f"Feature cache entry {key} could not be read back")
-        self.evict(keep={key})
+        try:
+            self.evict(keep={key})
+        except OSError as error:  # the entry is built and usable; the limit waits a run
+            log.warning("Feature cache: could not evict old entries (%s)", error)
         return opened[0], meta, "built"
 
     def _write(
@@ -588,13 +609,16 @@ class FeatureCache:
             name = path.name
             if not name.startswith(TEMPORARY_PREFIX):
                 continue
-            parts = name[len(TEMPORARY_PREFIX) :].split("-")
+            writer = _writer_of(name)
             if name.startswith(f"{TEMPORARY_PREFIX}removed-"):
                 dead = True
-            elif len(parts) >= 4 and parts[-3] == host and parts[-2].isdigit():
-                dead = not _pid_alive(int(parts[-2]))
+            elif writer is not None and writer[0] == host:
+                dead = not _pid_alive(writer[1])
             else:
-                dead = time.time() - path.stat().st_mtime > 24 * 3600
+                try:
+                    dead = time.time() - path.stat().st_mtime > 24 * 3600
+                except OSError:  # renamed into place (or removed) by its writer meanwhile
+                    continue
             if dead:
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mobitune.errors import ConfigError, MobituneError, format_choices, nearest_names
+from mobitune.settings import finite_number
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -83,10 +84,6 @@ class ModelSpec:
     freeze_batchnorm: bool
     num_classes: int
 
-    @property
-    def counted_layers(self) -> int:
-        return counted_layer_count(self.cut_layer)
-
 
 def _normalise_weights(weights: Any) -> str | None:
     if weights is None or str(weights).lower() in ("null", "none", ""):
@@ -150,10 +147,12 @@ def validate_model_config(
                 f"The model cut at `{cut_layer}` has {counted} layers (base layers up to the "
                 "cut plus the Dense head); 1 trains only the head.",
             )
-    alpha = float(model_cfg.alpha)
+    alpha = finite_number("model.alpha", model_cfg.alpha, "a positive width multiplier, e.g. 1.0")
     if alpha <= 0:
         raise ConfigError("model.alpha", model_cfg.alpha, "a positive width multiplier, e.g. 1.0")
-    dropout = float(model_cfg.get("dropout", 0.0) or 0.0)
+    dropout = finite_number(
+        "model.dropout", model_cfg.get("dropout", 0.0) or 0.0, "a rate in [0, 1)"
+    )
     if not 0.0 <= dropout < 1.0:
         raise ConfigError("model.dropout", model_cfg.dropout, "a rate in [0, 1)")
     if int(image_size) < MIN_IMAGE_SIZE:

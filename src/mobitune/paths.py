@@ -56,10 +56,11 @@ def project_root(start: Path | None = None) -> Path:
 
 def optuna_storage_url(tracking_uri: str, mlruns_dir: str) -> str:
     """The default Optuna storage: `optuna.db` beside a SQLite MLflow store, else in mlruns/."""
-    if tracking_uri.startswith("sqlite:///"):
-        database = tracking_uri.removeprefix("sqlite:///")
-        return f"sqlite:///{Path(database).parent / 'optuna.db'}"
-    return f"sqlite:///{Path(mlruns_dir) / 'optuna.db'}"
+    from mobitune.tracking import sqlite_path
+
+    database = sqlite_path(tracking_uri)
+    folder = database.parent if database is not None else Path(mlruns_dir)
+    return f"sqlite:///{folder / 'optuna.db'}"
 
 
 def register_resolvers() -> None:

@@ -22,6 +22,7 @@ match exactly. Timing metrics (seconds, latency) are shown but never compared.
 from __future__ import annotations
 
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from mobitune.errors import MobituneError
 from mobitune.registry import RunStore, compose_config, open_store
 from mobitune.settings import EPOCH_METRICS
+from mobitune.study import TAG_PRUNED_AT_EPOCH
 
 if TYPE_CHECKING:  # pragma: no cover
     import mlflow
@@ -166,6 +168,7 @@ def reproduction_config(
     with open_dict(cfg):
         if OmegaConf.select(cfg, "study") is not None:
             OmegaConf.update(cfg, "study.trial_number", None, force_add=True)
+            OmegaConf.update(cfg, "study.sweeper_pid", None, force_add=True)
         OmegaConf.update(cfg, "tracking.parent_run_id", None, force_add=True)
         if not any(_targets_key(override, "tracking.uri") for override in overrides):
             cfg.tracking.uri = store.uri
@@ -194,12 +197,19 @@ def _history(client: mlflow.MlflowClient, run_id: str, name: str) -> list[float]
     return [by_step[step] for step in sorted(by_step)]
 
 
+def _close(left: float, right: float, tolerance: float) -> bool:
+    """Within tolerance; the same non-finite value (a diverged loss: nan, inf) matches."""
+    if left == right or (math.isnan(left) and math.isnan(right)):
+        return True
+    return abs(right - left) <= tolerance
+
+
 def _history_note(original: list[float], reproduced: list[float], tolerance: float) -> str | None:
     """None when two per-epoch histories match, else what differs."""
     if len(original) != len(reproduced):
         return f"{len(original)} epochs logged, {len(reproduced)} reproduced"
     for epoch, (left, right) in enumerate(zip(original, reproduced, strict=True)):
-        if abs(right - left) > tolerance:
+        if not _close(left, right, tolerance):
             return f"history differs from epoch {epoch}"
     return None
 
@@ -254,7 +264,7 @@ def compare_runs(
                 note = "missing from the reproduction"
                 comparisons.append(MetricComparison(name, first, None, True, False, note))
         else:
-            matches = abs(second - first) <= tolerance
+            matches = _close(first, second, tolerance)
             note = ""
             if name in EPOCH_METRICS:
                 history_note = _history_note(
@@ -323,6 +333,15 @@ def reproduce_run(
     cfg = reproduction_config(store, original, overrides, filled)
     original_fingerprint = original.data.tags.get(TAG_DATA_FINGERPRINT)
     notes: list[str] = []
+    pruned_at = original.data.tags.get(TAG_PRUNED_AT_EPOCH)
+    if pruned_at is not None and not any(_targets_key(o, "trainer.epochs") for o in overrides):
+        # A sweep's pruner stopped the original after this epoch (0-based): train as long.
+        cfg.trainer.epochs = int(pruned_at) + 1
+        notes.append(
+            f"The original was a sweep trial pruned after epoch {int(pruned_at) + 1} of "
+            f"{original.data.params.get('trainer.epochs', '?')}: the reproduction trains "
+            f"{int(pruned_at) + 1} epoch(s) too (override trainer.epochs to change that)."
+        )
     if filled:
         shown = ", ".join(filled[:12]) + (
             f" and {len(filled) - 12} more" if len(filled) > 12 else ""

@@ -20,14 +20,32 @@ MODES = ("max", "min")
 REDUCTIONS = ("last", "best")
 
 
-def _positive_int(key: str, value: Any, expected: str) -> int:
+def _integer(key: str, value: Any, expected: str, minimum: int | None) -> int:
     try:
         number = int(value)
         if number != float(value) or isinstance(value, bool):
             raise ValueError
     except (TypeError, ValueError):
         raise ConfigError(key, value, expected) from None
-    if number < 1:
+    if minimum is not None and number < minimum:
+        raise ConfigError(key, value, expected)
+    return number
+
+
+def positive_int(key: str, value: Any, expected: str) -> int:
+    """`value` as an integer >= 1; ConfigError naming `key` otherwise."""
+    return _integer(key, value, expected, minimum=1)
+
+
+def finite_number(key: str, value: Any, expected: str) -> float:
+    """`value` as a float; ConfigError naming `key` when it is not a finite number."""
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(key, value, expected) from None
+    if number != number or number in (float("inf"), float("-inf")):
         raise ConfigError(key, value, expected)
     return number
 
@@ -72,9 +90,10 @@ def validate_objective(objective_cfg: Any) -> tuple[list[str], list[str]]:
 
 def validate_run_config(cfg: Any) -> None:
     """Check trainer, optimizer, data batch size and objective; raise ConfigError if wrong."""
-    _positive_int("trainer.epochs", cfg.trainer.epochs, "a positive integer (number of epochs)")
-    _positive_int("data.batch_size", cfg.data.batch_size, "a positive integer")
-    _positive_int("data.image_size", cfg.data.image_size, "a positive integer (pixels)")
+    positive_int("trainer.epochs", cfg.trainer.epochs, "a positive integer (number of epochs)")
+    positive_int("data.batch_size", cfg.data.batch_size, "a positive integer")
+    positive_int("data.image_size", cfg.data.image_size, "a positive integer (pixels)")
+    _validate_data_settings(cfg.data)
     name = str(cfg.optimizer.name).lower()
     if name not in OPTIMIZERS:
         raise ConfigError("optimizer.name", cfg.optimizer.name, f"one of {list(OPTIMIZERS)}")
@@ -92,3 +111,26 @@ def validate_run_config(cfg: Any) -> None:
             "The seed uses 1e-4; sweeps search it on a log scale.",
         )
     validate_objective(cfg.objective)
+
+
+def _validate_data_settings(data_cfg: Any) -> None:
+    """The data group's numbers other than sizes: seeds, decoding threads, report limits."""
+    _integer("data.shuffle_seed", data_cfg.get("shuffle_seed", 0), "an integer", minimum=None)
+    _integer(
+        "data.num_workers",
+        data_cfg.get("num_workers", 0),
+        "an integer >= 0 (0: one per core)",
+        minimum=0,
+    )
+    if data_cfg.get("max_image_pixels") is not None:
+        positive_int(
+            "data.max_image_pixels", data_cfg.max_image_pixels, "a positive number of pixels"
+        )
+    if data_cfg.get("large_image_factor") is not None:
+        factor = finite_number(
+            "data.large_image_factor", data_cfg.large_image_factor, "a number >= 0 (0: off)"
+        )
+        if factor < 0:
+            raise ConfigError(
+                "data.large_image_factor", data_cfg.large_image_factor, "a number >= 0 (0: off)"
+            )

@@ -13,13 +13,12 @@ import contextlib
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from mobitune.errors import ConfigError, MobituneError
-from mobitune.settings import EPOCH_METRICS, as_list
+from mobitune.settings import EPOCH_METRICS, as_list, positive_int
 
 if TYPE_CHECKING:  # pragma: no cover
     import optuna
@@ -31,6 +30,7 @@ USER_ATTR_RUN_ID = "mlflow_run_id"
 TAG_STUDY = "optuna.study"
 TAG_TRIAL_NUMBER = "optuna.trial_number"
 TAG_PRUNED = "mobitune.pruned"
+TAG_PRUNED_AT_EPOCH = "mobitune.pruned_at_epoch"  # 0-based: the last epoch it trained
 SQLITE_TIMEOUT_SECONDS = 120
 
 
@@ -98,12 +98,26 @@ def validate_pruning(study_cfg: Any, objective_cfg: Any) -> None:
         )
 
 
-def sqlite_database(url: str) -> str | None:
-    """The file of a `sqlite:///` storage URL, or None."""
-    from mobitune.tracking import sqlite_path
-
-    path = sqlite_path(url)
-    return str(path) if path is not None else None
+def heartbeat_settings(study_cfg: Any) -> tuple[int, int]:
+    """`study.heartbeat_interval` and `study.grace_period` in whole seconds, checked."""
+    interval = positive_int(
+        "study.heartbeat_interval",
+        study_cfg.get("heartbeat_interval", 10),
+        "a positive whole number of seconds",
+    )
+    grace = positive_int(
+        "study.grace_period",
+        study_cfg.get("grace_period", 60),
+        "a positive whole number of seconds",
+    )
+    if grace <= interval:
+        raise ConfigError(
+            "study.grace_period",
+            grace,
+            f"more seconds than study.heartbeat_interval ({interval})",
+            "A trial is judged dead when its heartbeat has been silent that long.",
+        )
+    return interval, grace
 
 
 def open_storage(
@@ -269,13 +283,3 @@ def parent_watchdog(on_orphaned, interval: float = 2.0) -> Iterator[None]:
         yield
     finally:
         stop.set()
-
-
-def wait_for(predicate, timeout: float, interval: float = 1.0) -> bool:
-    """Poll `predicate` until it is true or `timeout` seconds pass."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())

@@ -22,6 +22,7 @@ import functools
 import json
 import logging
 import math
+import os
 import tempfile
 import threading
 import warnings
@@ -44,6 +45,7 @@ from mobitune.study import (
     TAG_TRIAL_NUMBER,
     USER_ATTR_RUN_ID,
     PrunedTrialResult,
+    heartbeat_settings,
     open_storage,
     validate_pruning,
 )
@@ -216,6 +218,16 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
             client.set_tag(run_id, tracking.TAG_ERROR, message[:5000])
             client.set_terminated(run_id, status=status)
 
+    def _trial_run_status(self, trial: Any) -> str | None:
+        """The status of the trial's MLflow run, None if it has none (yet)."""
+        run_id = self.study._storage.get_trial(trial._trial_id).user_attrs.get(USER_ATTR_RUN_ID)
+        if not run_id:
+            return None
+        try:
+            return self._client().get_run(run_id).info.status
+        except Exception:  # noqa: BLE001 - the run may never have been created
+            return None
+
     def _record_failed_trial_run(self, trial: Any, error: BaseException | str) -> None:
         """Make sure a failed trial has a FAILED MLflow child run carrying its error."""
         message = str(error) or type(error).__name__
@@ -329,6 +341,7 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
             f"study.name={_quote(self.study.study_name)}",
             f"study.storage={_quote(self.storage)}",
             f"tracking.parent_run_id={_quote(self.parent_run_id)}",
+            f"study.sweeper_pid={os.getpid()}",
         )
 
     def _tell_study(self, trial: Any, **kwargs: Any) -> None:
@@ -370,26 +383,27 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
         """Run one batch of trials; return how many failed."""
         import optuna
 
-        heartbeat = float(self.study_cfg.get("heartbeat_interval", 10))
-        with HeartbeatThread(self.study._storage, [t._trial_id for t in trials], heartbeat):
-            try:
-                returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
-            except KeyboardInterrupt:
-                for trial in trials:
-                    self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
-                    run_id = self.study._storage.get_trial(trial._trial_id).user_attrs.get(
-                        USER_ATTR_RUN_ID
-                    )
-                    self._fail_mlflow_run(run_id, "Interrupted (Ctrl-C).", status="KILLED")
-                raise
-            except Exception as error:  # noqa: BLE001 - e.g. a worker process was killed
-                log.error(
-                    "The launcher failed for trials %s: %s", [t.number for t in trials], error
+        try:
+            returns = self.launcher.launch(overrides, initial_job_idx=trials[0].number)
+        except KeyboardInterrupt:
+            for trial in trials:
+                self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
+                run_id = self.study._storage.get_trial(trial._trial_id).user_attrs.get(
+                    USER_ATTR_RUN_ID
                 )
-                for trial in trials:
+                self._fail_mlflow_run(run_id, "Interrupted (Ctrl-C).", status="KILLED")
+            raise
+        except Exception as error:  # noqa: BLE001 - e.g. a worker process was killed
+            log.error("The launcher failed for trials %s: %s", [t.number for t in trials], error)
+            failed = 0
+            for trial in trials:
+                # A trial whose run had finished is not a failure: only its returned value
+                # was lost with the batch. Optuna needs a value, so it is run again.
+                if self._trial_run_status(trial) != "FINISHED":
                     self._record_failed_trial_run(trial, error)
-                    self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
-                return len(trials)
+                    failed += 1
+                self._tell_study(trial, state=optuna.trial.TrialState.FAIL)
+            return failed
         return sum(
             self._tell(trial, ret, directions) for trial, ret in zip(trials, returns, strict=True)
         )
@@ -420,8 +434,7 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
             self.sampler = self.sampler(grid)
             self.n_trials = min(self.n_trials, math.prod(len(v) for v in grid.values()))
 
-        heartbeat = int(self.study_cfg.get("heartbeat_interval", 10))
-        grace = int(self.study_cfg.get("grace_period", 60))
+        heartbeat, grace = heartbeat_settings(self.study_cfg)
         storage = open_storage(storage_url, heartbeat, grace, self._on_stale_trial)
         try:
             self.study = optuna.create_study(
@@ -461,6 +474,18 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
                 optuna.storages.fail_stale_trials(self.study)
                 finished, running = self._finished_and_running()
                 remaining = self.n_trials - finished - running
+                if (
+                    remaining > 0
+                    and isinstance(self.sampler, optuna.samplers.GridSampler)
+                    and self.sampler.is_exhausted(self.study)
+                ):
+                    # Failed grid points count as visited: asking again would only repeat
+                    # a point already run.
+                    log.warning(
+                        "Every grid point has been tried; %d trial(s) failed and are not rerun",
+                        remaining,
+                    )
+                    break
                 if remaining <= 0:
                     if running == 0:
                         break
@@ -470,15 +495,21 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
                     threading.Event().wait(heartbeat)
                     continue
                 batch = [self.study.ask() for _ in range(min(self.n_jobs, remaining))]
-                overrides = [
-                    tuple(trial_overrides) + self._link_overrides(trial)
-                    for trial, trial_overrides in zip(
-                        batch,
-                        self._configure_trials(batch, distributions, fixed_params, fixed_overrides),
-                        strict=True,
-                    )
-                ]
-                failures += self._launch(batch, overrides, directions)
+                # Heartbeats from the moment a trial is RUNNING: should this process die
+                # before the trial ends, the next run of the sweep finds it stale.
+                trial_ids = [trial._trial_id for trial in batch]
+                with HeartbeatThread(self.study._storage, trial_ids, heartbeat):
+                    overrides = [
+                        tuple(trial_overrides) + self._link_overrides(trial)
+                        for trial, trial_overrides in zip(
+                            batch,
+                            self._configure_trials(
+                                batch, distributions, fixed_params, fixed_overrides
+                            ),
+                            strict=True,
+                        )
+                    ]
+                    failures += self._launch(batch, overrides, directions)
                 if failures > failure_budget:
                     raise MobituneError(
                         f"{failures} trials of study {self.study.study_name!r} failed, more than "
@@ -626,6 +657,21 @@ class MobituneSweeperImpl(OptunaSweeperImpl):
         from mobitune.registry import register_run_model
 
         alias = self.study_cfg.get("register_alias") or None
-        version = register_run_model(run_id, str(name), alias=alias, tracking_uri=self.tracking_uri)
-        log.info("Registered the best trial's model as %s version %s", name, version)
+        client = self._client()
+        # A finished sweep run again (resumed with nothing left to do) keeps its version.
+        existing = (
+            client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+            if "'" not in str(name)
+            else []
+        )
+        if existing:
+            version = int(existing[0].version)
+            if alias:
+                client.set_registered_model_alias(str(name), str(alias), str(version))
+            log.info("The best trial's model is already %s version %s", name, version)
+        else:
+            version = register_run_model(
+                run_id, str(name), alias=alias, tracking_uri=self.tracking_uri
+            )
+            log.info("Registered the best trial's model as %s version %s", name, version)
         self._client().set_tag(self.parent_run_id, "mobitune.registered_model", f"{name}/{version}")

@@ -300,8 +300,3 @@ def log_keras_model(
 
 def dataset_tags(fingerprint: str) -> dict[str, str]:
     return {TAG_DATA_FINGERPRINT: fingerprint}
-
-
-def env_tracking_uri(default: str) -> str:
-    """`MLFLOW_TRACKING_URI` if set, else `default`."""
-    return os.environ.get("MLFLOW_TRACKING_URI") or default

@@ -28,7 +28,14 @@ from mobitune.model import (
 )
 from mobitune.paths import register_resolvers
 from mobitune.settings import EPOCH_METRICS, validate_objective, validate_run_config
-from mobitune.study import TAG_PRUNED, TAG_STUDY, TAG_TRIAL_NUMBER, TrialLink, parent_watchdog
+from mobitune.study import (
+    TAG_PRUNED,
+    TAG_PRUNED_AT_EPOCH,
+    TAG_STUDY,
+    TAG_TRIAL_NUMBER,
+    TrialLink,
+    parent_watchdog,
+)
 from mobitune.training import fit_and_predict, measure_latency_ms, seed_everything
 
 log = logging.getLogger(__name__)
@@ -117,7 +124,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     Raises MobituneError (a clear message) for bad configs or data.
     """
     register_resolvers()
-    in_sweep = cfg.get("study", {}).get("trial_number") is not None
+    in_sweep = (cfg.get("study") or {}).get("trial_number") is not None
     with ExitStack() as stack:
         output_dir = hydra_output_dir()
         if output_dir is None:
@@ -158,23 +165,25 @@ def _run_name(cfg: DictConfig) -> str | None:
 
 
 def _record_failed_run(cfg: DictConfig, error: BaseException, link: TrialLink | None) -> None:
-    """Record a run that failed before training started: FAILED, with its config and error."""
-    import mlflow
+    """Record a run that failed before training started: FAILED, with its config and error.
 
-    tracking.prepare_experiment(
-        str(cfg.tracking.uri), str(cfg.tracking.experiment), cfg.tracking.artifact_location
-    )
-    tags = _run_tags(cfg)
-    if cfg.tracking.get("parent_run_id"):
-        tags[tracking.TAG_PARENT_RUN] = str(cfg.tracking.parent_run_id)
-    run = mlflow.start_run(run_name=_run_name(cfg), tags=tags)
+    Best effort: when the store itself fails, say so, but the error the user must read is
+    `error` (the caller raises it), not the store's.
+    """
     try:
-        if link is not None:
-            link.attach_run(run.info.run_id)
-        tracking.log_params(tracking.flatten_config(OmegaConf.to_container(cfg)))
-        tracking.record_failure(mlflow.MlflowClient(), run.info.run_id, error)
-    finally:
-        mlflow.end_run("FAILED")
+        tracking.prepare_experiment(
+            str(cfg.tracking.uri), str(cfg.tracking.experiment), cfg.tracking.artifact_location
+        )
+        with tracking.tracked_run(
+            _run_name(cfg), _run_tags(cfg), cfg.tracking.get("parent_run_id")
+        ) as run:
+            if link is not None:
+                link.attach_run(run.info.run_id)
+            tracking.log_params(tracking.flatten_config(OmegaConf.to_container(cfg)))
+            raise error  # tracked_run records it and ends the run FAILED
+    except Exception as raised:
+        if raised is not error:
+            log.warning("Could not record the failed trial in MLflow: %s", raised)
 
 
 def _orphaned(run_id: str) -> None:
@@ -209,7 +218,8 @@ def _tracked_training(
         log.info("MLflow run %s in %s", run.info.run_id, uri)
         if link is not None:
             link.attach_run(run.info.run_id)
-            stack.enter_context(parent_watchdog(functools.partial(_orphaned, run.info.run_id)))
+            if cfg.study.get("sweeper_pid") != os.getpid():  # not the sweeper's own process
+                stack.enter_context(parent_watchdog(functools.partial(_orphaned, run.info.run_id)))
         tracking.log_params(tracking.flatten_config(OmegaConf.to_container(cfg)))
         _log_text(OmegaConf.to_yaml(cfg), "config.yaml", output_dir)
         _log_text(OmegaConf.to_yaml(hydra_overrides()), "overrides.yaml", output_dir)
@@ -268,7 +278,7 @@ def _tracked_training(
         fitted = fit_and_predict(model, loaded, cfg, callbacks)
         pruned_at_epoch = link.pruned_at_epoch if link is not None else None
         if pruned_at_epoch is not None:
-            mlflow.set_tags({TAG_PRUNED: "true", "mobitune.pruned_at_epoch": str(pruned_at_epoch)})
+            mlflow.set_tags({TAG_PRUNED: "true", TAG_PRUNED_AT_EPOCH: str(pruned_at_epoch)})
 
         test_labels = loaded.arrays["test"].labels
         evaluation = evaluate_predictions(

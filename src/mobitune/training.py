@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -30,14 +30,12 @@ log = logging.getLogger(__name__)
 class FitResult:
     """Per-epoch history, test-split probabilities and how long training took.
 
-    `train_seconds` includes computing or loading cached features; `feature_cache`
-    says whether the cache was used, and how (see `CacheDecision.summary`).
+    `train_seconds` includes computing or loading cached features.
     """
 
     history: dict[str, list[float]]
     test_probabilities: np.ndarray
     train_seconds: float
-    feature_cache: dict[str, Any] = field(default_factory=dict)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
@@ -150,7 +148,6 @@ def fit_and_predict(
         history={key: [float(v) for v in values] for key, values in history.history.items()},
         test_probabilities=np.asarray(probabilities),
         train_seconds=train_seconds,
-        feature_cache=decision.summary(),
     )
 
 

@@ -33,22 +33,12 @@ def parse_age(text: str) -> float:
 
 def _configured(overrides: Sequence[str]) -> Any:
     """The run config composed with `overrides`, resolved enough to read paths and cache."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.errors import HydraException
     from omegaconf import OmegaConf
 
-    from mobitune.paths import config_dir, register_resolvers
+    from mobitune.paths import config_dir
+    from mobitune.registry import compose_config
 
-    register_resolvers()
-    GlobalHydra.instance().clear()
-    try:
-        with initialize_config_dir(config_dir=str(config_dir())):
-            cfg = compose(config_name="config", overrides=list(overrides))
-    except HydraException as error:
-        raise MobituneError(f"Bad override for `mobitune cache`: {error}") from error
-    finally:
-        GlobalHydra.instance().clear()
+    cfg = compose_config("config", [config_dir()], overrides)
     return OmegaConf.create(
         {
             "paths": {"cache_dir": OmegaConf.select(cfg, "paths.cache_dir")},
