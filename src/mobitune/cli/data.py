@@ -17,52 +17,13 @@ from __future__ import annotations
 import argparse
 import sys
 
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number of at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError("expected a positive number")
-    return value
+from mobitune.cli.arguments import (
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def _printable_output() -> None:
@@ -82,14 +43,14 @@ def _add_split_amounts(parser: argparse.ArgumentParser, valid: int, test: int) -
         group = parser.add_mutually_exclusive_group()
         group.add_argument(
             f"--{name}",
-            type=_positive_int,
+            type=positive_int,
             default=default,
             metavar="N",
             help=f"{role} images per class (default: {default})",
         )
         group.add_argument(
             f"--{name}-fraction",
-            type=_fraction,
+            type=fraction,
             default=None,
             metavar="F",
             help=f"instead of --{name}: this fraction of each class, rounded, at least 1 "
@@ -239,7 +200,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     check.add_argument("--json", action="store_true", help="print the report as JSON")
     check.add_argument(
         "--max-image-pixels",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_MAX_IMAGE_PIXELS,
         metavar="N",
         help="warn about images with more pixels than this, as very large "
@@ -247,7 +208,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument(
         "--large-image-factor",
-        type=_non_negative_float,
+        type=non_negative_float,
         default=DEFAULT_LARGE_IMAGE_FACTOR,
         metavar="F",
         help="warn about images with F times the median pixel count or more, as much "
@@ -256,14 +217,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     check.add_argument(
         "--limit",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=10,
         metavar="N",
         help="list at most N problems of each kind (default: 10; 0: all)",
     )
     check.add_argument(
         "--workers",
-        type=_non_negative_int,
+        type=non_negative_int,
         default=0,
         metavar="N",
         help="threads decoding images (default: 0, one per CPU core)",
@@ -311,21 +272,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     download.add_argument(
         "--timeout",
-        type=_positive_float,
+        type=positive_float,
         default=DEFAULT_DOWNLOAD_TIMEOUT,
         metavar="S",
         help=f"give up after S seconds without an answer (default: {DEFAULT_DOWNLOAD_TIMEOUT:g})",
     )
     download.add_argument(
         "--valid",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="valid images per class (default: the dataset's, 30 for sign-language-digits)",
     )
     download.add_argument(
         "--test",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="test images per class (default: the dataset's, 5 for sign-language-digits)",

@@ -11,6 +11,7 @@ import os
 import sys
 from pathlib import Path
 
+from mobitune.cli.arguments import non_negative_float, positive_int
 from mobitune.errors import MobituneError
 
 TRACKING_HELP = (
@@ -29,26 +30,6 @@ def _quiet_mlflow() -> None:
 
 def _add_tracking_uri(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tracking-uri", metavar="URI", default=None, help=TRACKING_HELP)
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} is negative")
-    return value
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
-    return value
 
 
 # --- reproduce -------------------------------------------------------------------------
@@ -87,7 +68,7 @@ def _add_reproduce(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument(
         "--tolerance",
-        type=_non_negative,
+        type=non_negative_float,
         default=0.0,
         help="largest absolute difference accepted per metric (default 0: exact, as CPU "
         "training is deterministic)",
@@ -154,7 +135,7 @@ def _add_predict(subparsers: argparse._SubParsersAction) -> None:
         "--output", "-o", metavar="FILE", help="write the predictions to FILE (.csv or .json)"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=32, help="images per batch (default 32)"
+        "--batch-size", type=positive_int, default=32, help="images per batch (default 32)"
     )
     _add_tracking_uri(parser)
     parser.set_defaults(handler=run_predict)
@@ -273,7 +254,7 @@ def _add_export(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--calibration-images",
         metavar="N",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         help="training images that calibrate int8 (a seeded sample; default 200)",
     )
