@@ -171,26 +171,24 @@ def mobitune_environment(workdir: Path) -> dict:
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", MOBITUNE_ROOT=str(workdir))
 
 
-def run_seed_loop(args, data_root: Path, workdir: Path) -> Measured:
-    output = workdir / "seed_loop.json"
-    command = [
-        sys.executable,
-        str(BENCHMARKS / "seed_loop.py"),
-        f"--data-root={data_root}",
-        f"--image-size={args.image_size}",
-        f"--epochs={args.epochs}",
-        f"--output={output}",
-    ]
-    result = measure(
-        "seed-style loop",
-        command,
-        workdir / "seed_loop.log",
-        workdir,
-        dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
+def run_script(label: str, name: str, arguments: list[str], workdir: Path) -> Measured:
+    """Measure `benchmarks/NAME.py ARGUMENTS --output=...`; its JSON output becomes details."""
+    output = workdir / f"{name}.json"
+    command = [sys.executable, str(BENCHMARKS / f"{name}.py"), *arguments, f"--output={output}"]
+    environment = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    result = measure(label, command, workdir / f"{name}.log", workdir, environment)
     if result.returncode == 0:
         result.details = json.loads(output.read_text())
     return result
+
+
+def run_seed_loop(args, data_root: Path, workdir: Path) -> Measured:
+    arguments = [
+        f"--data-root={data_root}",
+        f"--image-size={args.image_size}",
+        f"--epochs={args.epochs}",
+    ]
+    return run_script("seed-style loop", "seed_loop", arguments, workdir)
 
 
 def trial_store(workdir: Path) -> str:
@@ -279,24 +277,8 @@ def steady_epoch_seconds(epoch_seconds: list[float]) -> float | None:
 
 
 def run_profile(args, data_root: Path, workdir: Path) -> Measured:
-    output = workdir / "profile.json"
-    command = [
-        sys.executable,
-        str(BENCHMARKS / "profile_layers.py"),
-        f"--image-size={args.image_size}",
-        f"--data-root={data_root}",
-        f"--output={output}",
-    ]
-    result = measure(
-        "profile",
-        command,
-        workdir / "profile.log",
-        workdir,
-        dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
-    )
-    if result.returncode == 0:
-        result.details = json.loads(output.read_text())
-    return result
+    arguments = [f"--image-size={args.image_size}", f"--data-root={data_root}"]
+    return run_script("profile", "profile_layers", arguments, workdir)
 
 
 # --------------------------------------------------------------------------- the sweep

@@ -255,18 +255,23 @@ def test_two_processes_build_one_entry_once(tmp_path: Path) -> None:
     assert cache.incomplete_folders() == []
 
 
-def test_entry_left_half_written_by_a_dead_process_is_ignored_and_cleaned(tmp_path: Path) -> None:
-    cache = FeatureCache(tmp_path)
-    # What a process killed mid-write leaves: a temporary folder named after its pid.
-    dead = subprocess.run(
+def dead_pid() -> int:
+    """The pid of a process that has already exited."""
+    finished = subprocess.run(
         [sys.executable, "-c", "import os; print(os.getpid())"],
         check=True,
         capture_output=True,
         text=True,
     )
+    return int(finished.stdout)
+
+
+def test_entry_left_half_written_by_a_dead_process_is_ignored_and_cleaned(tmp_path: Path) -> None:
+    cache = FeatureCache(tmp_path)
+    # What a process killed mid-write leaves: a temporary folder named after its pid.
     import socket
 
-    orphan = cache.features_dir / f".tmp-k-{socket.gethostname()}-{dead.stdout.strip()}-abcd1234"
+    orphan = cache.features_dir / f".tmp-k-{socket.gethostname()}-{dead_pid()}-abcd1234"
     orphan.mkdir(parents=True)
     (orphan / "train.npy").write_bytes(b"partial")
     # And an entry folder without its meta.json (never renamed into place by mobitune,
@@ -285,13 +290,7 @@ def test_orphans_are_found_on_hosts_whose_names_hold_hyphens(
 
     monkeypatch.setattr(socket, "gethostname", lambda: "ip-10-0-0-1")
     cache = FeatureCache(tmp_path)
-    dead = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
-        check=True,
-        capture_output=True,
-        text=True,
-    )
-    orphan = cache.features_dir / f".tmp-k-ip-10-0-0-1-{dead.stdout.strip()}-abcd1234"
+    orphan = cache.features_dir / f".tmp-k-ip-10-0-0-1-{dead_pid()}-abcd1234"
     alive = cache.features_dir / f".tmp-k-ip-10-0-0-1-{os.getpid()}-abcd1234"
     elsewhere = cache.features_dir / ".tmp-k-other-host-1-abcd1234"  # cannot tell: keep
     for folder in (orphan, alive, elsewhere):
